@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .conv import col2im, conv_transpose_shape, im2col, window_shape
+
 
 class Op:
     """Base class. Subclasses are frozen dataclasses whose fields are the op's attributes."""
@@ -139,6 +141,57 @@ class Conv(Op):
     groups: int = 1
     params = ("W", "b")
 
+    def __post_init__(self):
+        _init_window(self, ("stride", "pads", "dilation"))
+        M, Cg = self.W.shape[:2]
+        if self.W.ndim != 4 or M % self.groups or self.b.shape != (M,):
+            raise ValueError(f"Conv weights {self.W.shape}, bias {self.b.shape} and groups "
+                             f"{self.groups} do not fit")
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(M, H', W') for an input (C, H, W), with ``H' = floor((H + pt + pb - (kh-1) dh - 1)
+        / sh) + 1`` (and likewise W')."""
+        if shape[0] != self.W.shape[1] * self.groups:
+            raise ValueError(f"Conv expects {self.W.shape[1] * self.groups} channels, got {shape}")
+        return (self.W.shape[0],) + window_shape(shape[1:], self.W.shape[2:], self.stride,
+                                                 self.pads, self.dilation)
+
+    def _cols(self, x):
+        """im2col of x grouped: (B, G, C/G * kh * kw, H' W') and (H', W')."""
+        cols = im2col(x, self.W.shape[2:], self.stride, self.pads, self.dilation)
+        B, _, _, _, Ho, Wo = cols.shape
+        return cols.reshape(B, self.groups, -1, Ho * Wo), (Ho, Wo)
+
+    def _Wg(self):
+        """Weights grouped: (G, M/G, C/G * kh * kw)."""
+        return self.W.reshape(self.groups, self.W.shape[0] // self.groups, -1)
+
+    def forward(self, x):
+        """``y[m, p, q] = b[m] + sum_{c in group(m), i, j} W[m, c, i, j] xp[c, p sh + i dh,
+        q sw + j dw]`` via im2col and one batched matmul per group."""
+        cols, (Ho, Wo) = self._cols(x)
+        y = np.matmul(self._Wg(), cols)
+        return y.reshape(x.shape[0], self.W.shape[0], Ho, Wo) + self.b[:, None, None]
+
+    def vjp(self, xs, y, g):
+        """``dx = col2im(W_g^T g)``."""
+        x = xs[0]
+        B, M, Ho, Wo = g.shape
+        gg = g.reshape(B, self.groups, M // self.groups, Ho * Wo)
+        gcols = np.matmul(self._Wg().transpose(0, 2, 1), gg)
+        kh, kw = self.W.shape[2:]
+        gcols = gcols.reshape(B, x.shape[1], kh, kw, Ho, Wo)
+        return [col2im(gcols, x.shape[2:], self.stride, self.pads, self.dilation)]
+
+    def param_vjp(self, xs, y, g):
+        """``dW_g = sum_b g_g cols_g^T``, ``db = sum over b, p, q of g``."""
+        cols, (Ho, Wo) = self._cols(xs[0])
+        B, M = g.shape[:2]
+        G = self.groups
+        gg = g.reshape(B, G, M // G, Ho * Wo).transpose(1, 2, 0, 3).reshape(G, M // G, -1)
+        cc = cols.transpose(1, 0, 3, 2).reshape(G, B * Ho * Wo, -1)
+        return {"W": np.matmul(gg, cc).reshape(self.W.shape), "b": g.sum(axis=(0, 2, 3))}
+
 
 @dataclass(frozen=True, eq=False)
 class ConvTranspose(Op):
@@ -154,6 +207,57 @@ class ConvTranspose(Op):
     groups: int = 1
     params = ("W", "b")
 
+    def __post_init__(self):
+        _init_window(self, ("stride", "pads", "output_padding", "dilation"))
+        C, Mg = self.W.shape[:2]
+        if self.W.ndim != 4 or C % self.groups or self.b.shape != (Mg * self.groups,):
+            raise ValueError(f"ConvTranspose weights {self.W.shape}, bias {self.b.shape} and "
+                             f"groups {self.groups} do not fit")
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(M, H', W') with ``H' = sh (H - 1) + oph + (kh - 1) dh + 1 - pt - pb``."""
+        if shape[0] != self.W.shape[0]:
+            raise ValueError(f"ConvTranspose expects {self.W.shape[0]} channels, got {shape}")
+        return (self.W.shape[1] * self.groups,) + conv_transpose_shape(
+            shape[1:], self.W.shape[2:], self.stride, self.pads, self.output_padding,
+            self.dilation)
+
+    def _Wg(self):
+        """Weights grouped: (G, C/G, M/G * kh * kw)."""
+        return self.W.reshape(self.groups, self.W.shape[0] // self.groups, -1)
+
+    def forward(self, x):
+        """The adjoint of a convolution: ``y[m, p sh + i dh - pt, q sw + j dw - pl] +=
+        W[c, m, i, j] x[c, p, q]`` (c in the group of m), plus ``b[m]``: ``col2im(W_g^T x)``."""
+        B, C, H, W = x.shape
+        G = self.groups
+        cols = np.matmul(self._Wg().transpose(0, 2, 1), x.reshape(B, G, C // G, H * W))
+        kh, kw = self.W.shape[2:]
+        cols = cols.reshape(B, self.W.shape[1] * G, kh, kw, H, W)
+        out_hw = self.output_shape(x.shape[1:])[1:]
+        y = col2im(cols, out_hw, self.stride, self.pads, self.dilation)
+        return y + self.b[:, None, None]
+
+    def _gcols(self, x, g):
+        """im2col of g over x's positions, grouped: (B, G, M/G * kh * kw, H W)."""
+        gcols = im2col(g, self.W.shape[2:], self.stride, self.pads, self.dilation,
+                       out_hw=x.shape[2:])
+        return gcols.reshape(g.shape[0], self.groups, -1, x.shape[2] * x.shape[3])
+
+    def vjp(self, xs, y, g):
+        """``dx = W_g im2col(g)`` (a convolution of g)."""
+        x = xs[0]
+        return [np.matmul(self._Wg(), self._gcols(x, g)).reshape(x.shape)]
+
+    def param_vjp(self, xs, y, g):
+        """``dW_g = sum_b x_g im2col(g)_g^T``, ``db = sum over b, p, q of g``."""
+        x = xs[0]
+        B, C, H, W = x.shape
+        G = self.groups
+        gc = self._gcols(x, g).transpose(1, 0, 3, 2).reshape(G, B * H * W, -1)
+        xg = x.reshape(B, G, C // G, H * W).transpose(1, 2, 0, 3).reshape(G, C // G, -1)
+        return {"W": np.matmul(xg, gc).reshape(self.W.shape), "b": g.sum(axis=(0, 2, 3))}
+
 
 @dataclass(frozen=True, eq=False)
 class AvgPool(Op):
@@ -165,6 +269,38 @@ class AvgPool(Op):
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     count_include_pad: bool = False
 
+    def __post_init__(self):
+        _init_window(self, ("kernel", "stride", "pads"))
+        object.__setattr__(self, "count_include_pad", bool(self.count_include_pad))
+        if any(p >= k for p, k in zip(self.pads, self.kernel + self.kernel)):
+            raise ValueError(f"AvgPool pads {self.pads} must be smaller than the kernel "
+                             f"{self.kernel}")
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(C, H', W'), the window count per axis as for Conv with dilation 1."""
+        return (shape[0],) + window_shape(shape[1:], self.kernel, self.stride, self.pads, (1, 1))
+
+    def divisor(self, hw: tuple[int, int]) -> np.ndarray:
+        """(H', W') number each window's sum is divided by: kh kw if ``count_include_pad``, else
+        the number of window elements inside the unpadded input."""
+        ones = np.ones((1, 1) + tuple(hw))
+        if self.count_include_pad:
+            Ho, Wo = self.output_shape((1,) + tuple(hw))[1:]
+            return np.full((Ho, Wo), float(self.kernel[0] * self.kernel[1]))
+        return im2col(ones, self.kernel, self.stride, self.pads, (1, 1))[0, 0].sum(axis=(0, 1))
+
+    def forward(self, x):
+        """``y[c, p, q] = sum_{i, j} xp[c, p sh + i, q sw + j] / divisor[p, q]`` (zero padding)."""
+        cols = im2col(x, self.kernel, self.stride, self.pads, (1, 1))
+        return cols.sum(axis=(2, 3)) / self.divisor(x.shape[2:])
+
+    def vjp(self, xs, y, g):
+        """``dx = col2im(g / divisor, spread over each window)``."""
+        x = xs[0]
+        gd = g / self.divisor(x.shape[2:])
+        gcols = np.broadcast_to(gd[:, :, None, None], g.shape[:2] + self.kernel + g.shape[2:])
+        return [col2im(gcols, x.shape[2:], self.stride, self.pads, (1, 1))]
+
 
 @dataclass(frozen=True, eq=False)
 class MaxPool(Op):
@@ -175,6 +311,48 @@ class MaxPool(Op):
     stride: tuple[int, int]
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilation: tuple[int, int] = (1, 1)
+
+    def __post_init__(self):
+        _init_window(self, ("kernel", "stride", "pads", "dilation"))
+        span = [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilation)]
+        if any(p >= s for p, s in zip(self.pads, span + span)):
+            raise ValueError(f"MaxPool pads {self.pads} must be smaller than the window")
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(C, H', W'), the window count per axis as for Conv."""
+        return (shape[0],) + window_shape(shape[1:], self.kernel, self.stride, self.pads,
+                                          self.dilation)
+
+    def _cols(self, x):
+        cols = im2col(x, self.kernel, self.stride, self.pads, self.dilation, value=-np.inf)
+        B, C, kh, kw, Ho, Wo = cols.shape
+        return cols.reshape(B, C, kh * kw, Ho, Wo)
+
+    def forward(self, x):
+        """``y[c, p, q] = max_{i, j} xp[c, p sh + i dh, q sw + j dw]`` (padding is -inf)."""
+        return self._cols(x).max(axis=2)
+
+    def vjp(self, xs, y, g):
+        """The whole of ``g[c, p, q]`` goes to the first maximal element of its window."""
+        x = xs[0]
+        cols = self._cols(x)
+        arg = cols.argmax(axis=2)
+        gcols = np.zeros_like(cols)
+        np.put_along_axis(gcols, arg[:, :, None], g[:, :, None], axis=2)
+        B, C, _, Ho, Wo = cols.shape
+        gcols = gcols.reshape((B, C) + self.kernel + (Ho, Wo))
+        return [col2im(gcols, x.shape[2:], self.stride, self.pads, self.dilation)]
+
+
+def _init_window(op, names):
+    """Normalise a window op's fields: float64 W and b (if any), int tuples, int groups."""
+    for name in ("W", "b"):
+        if hasattr(op, name):
+            object.__setattr__(op, name, _arr(getattr(op, name)))
+    for name in names:
+        object.__setattr__(op, name, tuple(int(v) for v in getattr(op, name)))
+    if hasattr(op, "groups"):
+        object.__setattr__(op, "groups", int(op.groups))
 
 
 # --------------------------------------------------------------------------------------------
