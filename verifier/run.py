@@ -1,0 +1,413 @@
+"""Benchmark runs: every instance of a VNN-COMP style ``instances.csv``, in worker processes.
+
+A benchmark folder holds ``instances.csv`` (rows ``onnx,vnnlib,timeout`` with paths relative to
+the folder) and optionally ``ground_truth.csv`` (``onnx,vnnlib,expected,certainty,...``).
+
+``run_benchmark`` runs each instance in its own forked worker process (at most ``workers`` at a
+time), so that a crash, a kill for memory or a hang costs one instance only: a worker that dies
+without answering is recorded as ``error``, one still running at ``timeout + grace`` seconds is
+killed and recorded as ``timeout``. Results are appended to a CSV file one complete row at a
+time (flushed and synced), so a run interrupted by Ctrl-C or a crash leaves a valid file, and a
+restart skips every instance already recorded (a torn last line is dropped first).
+Counterexamples of ``sat`` answers are written as VNN-COMP results files into a folder beside
+the CSV (``<results stem>_ce/``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RESULT_FIELDS = ("onnx", "vnnlib", "timeout", "result", "seconds", "method", "message")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One row of ``instances.csv``: paths relative to the benchmark folder, timeout in s."""
+
+    onnx: str
+    vnnlib: str
+    timeout: float
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.onnx, self.vnnlib)
+
+    @property
+    def name(self) -> str:
+        return f"{Path(self.onnx).stem}+{Path(self.vnnlib).stem}"
+
+
+@dataclass
+class Row:
+    """One line of the results CSV."""
+
+    onnx: str
+    vnnlib: str
+    timeout: float
+    result: str
+    seconds: float
+    method: str = ""
+    message: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.onnx, self.vnnlib)
+
+
+def read_instances(bench_dir) -> list[Instance]:
+    """The rows of ``bench_dir/instances.csv`` (no header; blank lines skipped)."""
+    path = Path(bench_dir) / "instances.csv"
+    out = []
+    with open(path, newline="") as f:
+        for i, rec in enumerate(csv.reader(f), start=1):
+            if not rec or all(not s.strip() for s in rec):
+                continue
+            if len(rec) < 3:
+                raise ValueError(f"{path}:{i}: expected onnx,vnnlib,timeout")
+            out.append(Instance(rec[0].strip(), rec[1].strip(), float(rec[2])))
+    return out
+
+
+def read_ground_truth(bench_dir) -> dict[tuple[str, str], tuple[str, str]] | None:
+    """{(onnx, vnnlib): (expected, certainty)} from ``ground_truth.csv``, or None if absent."""
+    path = Path(bench_dir) / "ground_truth.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        return {(r["onnx"].strip(), r["vnnlib"].strip()):
+                (r["expected"].strip(), r.get("certainty", "").strip())
+                for r in csv.DictReader(f)}
+
+
+# --------------------------------------------------------------------------------------------
+# the VNN-COMP results file of one instance
+# --------------------------------------------------------------------------------------------
+def format_results(result) -> str:
+    """The VNN-COMP results text of a ``Result``: the status on the first line; after ``sat``
+    the counterexample as ``((X_0 v)\n (X_1 v)\n ... (Y_0 v)\n ...)`` with every value written
+    by ``repr`` (it reads back to the same float64)."""
+    text = result.status + "\n"
+    if result.status == "sat":
+        x, y = result.counterexample
+        items = [f"(X_{i} {float(v)!r})" for i, v in enumerate(np.ravel(x))]
+        items += [f"(Y_{i} {float(v)!r})" for i, v in enumerate(np.ravel(y))]
+        text += "(" + "\n ".join(items) + ")\n"
+    return text
+
+
+def write_results(path, result) -> None:
+    """Write ``format_results(result)`` to ``path`` (whole file at once, via a temporary)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(format_results(result))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# the results CSV of a benchmark run
+# --------------------------------------------------------------------------------------------
+def read_results(path) -> list[Row]:
+    """The complete rows of a results CSV. A last line without its newline (a torn write) is
+    removed from the file, so that appending continues on a clean line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        log.warning("%s: dropping a torn last line", path)
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+        data = data[:cut]
+    rows = []
+    reader = csv.DictReader(io.StringIO(data.decode()))
+    for r in reader:
+        if r.get("result") in (None, "") or r.get("seconds") in (None, ""):
+            continue
+        rows.append(Row(r["onnx"], r["vnnlib"], float(r["timeout"]), r["result"],
+                        float(r["seconds"]), r.get("method") or "", r.get("message") or ""))
+    return rows
+
+
+class ResultsWriter:
+    """Appends complete rows to the results CSV (header first if the file is new)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.is_file() or self.path.stat().st_size == 0
+        self.f = open(self.path, "a", newline="")
+        if new:
+            self._write(RESULT_FIELDS)
+
+    def _write(self, values) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(values)
+        self.f.write(buf.getvalue())  # one write call per line
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def write(self, row: Row) -> None:
+        self._write([row.onnx, row.vnnlib, repr(row.timeout), row.result,
+                     f"{row.seconds:.4f}", row.method, row.message.replace("\n", " ")[:500]])
+
+    def close(self) -> None:
+        self.f.close()
+
+
+# --------------------------------------------------------------------------------------------
+# one instance, in a worker process
+# --------------------------------------------------------------------------------------------
+def solve_instance(onnx_path, vnnlib_path, timeout: float, method: str = "auto",
+                   ce_path=None) -> dict:
+    """Load, verify and (for ``sat``) write the counterexample file; returns a small dict
+    ``{result, seconds, method, message}``. Bad input (``VerifierError``, ``SpecError``) is
+    the answer ``error`` with its message; the time counts loading."""
+    from specs import read_vnnlib  # noqa: PLC0415 (imported in the worker, lazily)
+
+    from . import load_onnx  # noqa: PLC0415
+    from .errors import INPUT_ERRORS  # noqa: PLC0415
+    from .verify import verify  # noqa: PLC0415
+
+    t0 = time.monotonic()
+    try:
+        net = load_onnx(onnx_path)
+        spec = read_vnnlib(vnnlib_path, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
+        left = max(0.0, timeout - (time.monotonic() - t0))
+        res = verify(net, spec, timeout=left, method=method, onnx_path=onnx_path)
+    except INPUT_ERRORS as exc:
+        return {"result": "error", "seconds": time.monotonic() - t0, "method": "",
+                "message": f"bad input: {exc}"}
+    if ce_path is not None and res.status == "sat":
+        write_results(ce_path, res)
+    return {"result": res.status, "seconds": time.monotonic() - t0, "method": res.method,
+            "message": res.message}
+
+
+def _worker(conn, args: tuple, memory_limit: int | None) -> None:
+    """Body of a worker process: ignore Ctrl-C (the parent ends workers), optionally cap the
+    address space, solve one instance and send the answer (or the exception's message)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if memory_limit:
+        import resource  # noqa: PLC0415 (POSIX only)
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    try:
+        out = solve_instance(*args)
+    except BaseException as exc:  # report anything, then die: the parent records "error"
+        out = {"result": "error", "seconds": 0.0, "method": "",
+               "message": f"{type(exc).__name__}: {exc}"}
+    conn.send(out)
+    conn.close()
+
+
+@dataclass
+class _Job:
+    inst: Instance
+    proc: object
+    conn: object
+    start: float
+    limit: float
+    answer: dict | None = None
+
+
+@dataclass
+class RunOptions:
+    """Knobs of a benchmark run."""
+
+    #: multiply every instance's timeout by this
+    timeout_scale: float = 1.0
+    #: worker processes at a time
+    workers: int = 1
+    #: verification method passed to ``verify``
+    method: str = "auto"
+    #: seconds past the timeout before a worker is killed: ``grace + grace_share * timeout``
+    grace: float = 10.0
+    grace_share: float = 0.1
+    #: address-space cap per worker in bytes (None: none); a worker over it fails with error
+    memory_limit: int | None = None
+    #: only the first ``limit`` instances (None: all)
+    limit: int | None = None
+    #: folder for the counterexample files of sat answers (None: <results stem>_ce beside it)
+    ce_dir: str | None = None
+
+
+def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
+                  progress: Callable[[int, int, Row | None], None] | None = None) -> list[Row]:
+    """Run every instance of ``bench_dir`` not yet in ``results_path``; return all rows of the
+    file (old and new), in file order. ``progress(done, total, row)`` is called at the start
+    (row None) and after each instance."""
+    opt = options or RunOptions()
+    bench = Path(bench_dir)
+    instances = read_instances(bench)
+    if opt.limit is not None:
+        instances = instances[:opt.limit]
+    done_rows = read_results(results_path)
+    done = {r.key for r in done_rows}
+    todo = [i for i in instances if i.key not in done]
+    total = len(instances)
+    n_done = sum(1 for i in instances if i.key in done)
+    ce_dir = Path(opt.ce_dir) if opt.ce_dir else Path(results_path).with_name(
+        Path(results_path).stem + "_ce")
+    log.info("%s: %d instances, %d already done, %d to run with %d workers", bench, total,
+             n_done, len(todo), opt.workers)
+    if progress:
+        progress(n_done, total, None)
+    writer = ResultsWriter(results_path)
+    ctx = mp.get_context("fork")
+    running: list[_Job] = []
+    queue = list(todo)
+    try:
+        while queue or running:
+            while queue and len(running) < max(1, opt.workers):
+                inst = queue.pop(0)
+                running.append(_start(ctx, bench, inst, opt, ce_dir))
+            _wait_any(running)
+            now = time.monotonic()
+            for job in list(running):
+                row = _collect(job, now, opt)
+                if row is None:
+                    continue
+                running.remove(job)
+                writer.write(row)
+                done_rows.append(row)
+                n_done += 1
+                if progress:
+                    progress(n_done, total, row)
+    finally:
+        for job in running:  # Ctrl-C or an error in the parent: end the workers, record nothing
+            if job.proc.is_alive():
+                job.proc.kill()
+            job.proc.join()
+        writer.close()
+    return done_rows
+
+
+def _start(ctx, bench: Path, inst: Instance, opt: RunOptions, ce_dir: Path) -> _Job:
+    timeout = inst.timeout * opt.timeout_scale
+    ce_path = ce_dir / f"{inst.name}.txt"
+    if ce_path.exists():
+        ce_path.unlink()
+    ce_dir.mkdir(parents=True, exist_ok=True)
+    parent, child = ctx.Pipe(duplex=False)
+    args = (str(bench / inst.onnx), str(bench / inst.vnnlib), timeout, opt.method, str(ce_path))
+    proc = ctx.Process(target=_worker, args=(child, args, opt.memory_limit), daemon=True)
+    proc.start()
+    child.close()
+    limit = timeout + opt.grace + opt.grace_share * timeout
+    return _Job(inst, proc, parent, time.monotonic(), limit)
+
+
+def _wait_any(running: list[_Job]) -> None:
+    if not running:
+        return
+    now = time.monotonic()
+    soonest = min(j.start + j.limit for j in running)
+    handles = [h for j in running for h in (j.conn, j.proc.sentinel)]
+    wait(handles, timeout=max(0.0, min(soonest - now, 1.0)))
+
+
+def _collect(job: _Job, now: float, opt: RunOptions) -> Row | None:
+    """The row of a finished, dead or overdue job, or None while it is still running."""
+    inst = job.inst
+    timeout = inst.timeout * opt.timeout_scale
+    if job.answer is None and job.conn.poll():
+        try:
+            job.answer = job.conn.recv()
+        except EOFError:
+            job.answer = None
+    if job.answer is not None:
+        job.proc.join()
+        job.conn.close()
+        a = job.answer
+        return Row(inst.onnx, inst.vnnlib, timeout, a["result"], float(a["seconds"]),
+                   a.get("method", ""), a.get("message", ""))
+    if not job.proc.is_alive():
+        job.proc.join()
+        job.conn.close()
+        code = job.proc.exitcode
+        why = (f"worker killed by signal {-code}" + (" (out of memory?)" if code == -9 else "")
+               if code is not None and code < 0 else f"worker exited with status {code}")
+        return Row(inst.onnx, inst.vnnlib, timeout, "error", now - job.start, "", why)
+    if now - job.start > job.limit:
+        job.proc.kill()
+        job.proc.join()
+        job.conn.close()
+        return Row(inst.onnx, inst.vnnlib, timeout, "timeout", now - job.start, "",
+                   f"killed after {now - job.start:.1f} s (timeout {timeout:g} s + grace)")
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# the summary
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    """Counts over the rows of a run, compared with the ground truth when there is one.
+    ``correct``/``wrong`` count decided answers (sat/unsat) whose expected answer is sat/unsat;
+    ``unchecked`` decided answers without a known expected answer."""
+
+    total: int
+    solved: int
+    sat: int
+    unsat: int
+    unknown: int
+    timeout: int
+    error: int
+    correct: int | None
+    wrong: list[str]
+    unchecked: int
+    total_seconds: float
+    median_seconds: float | None
+    errors: list[str]
+
+
+def summarize(rows: list[Row], ground_truth: dict | None) -> Summary:
+    """Count answers; with ``ground_truth`` ({(onnx, vnnlib): (expected, certainty)}) name every
+    instance whose decided answer contradicts the expected one."""
+    by = {s: [r for r in rows if r.result == s] for s in ("sat", "unsat", "unknown", "timeout",
+                                                           "error")}
+    correct, wrong, unchecked = (0 if ground_truth is not None else None), [], 0
+    for r in by["sat"] + by["unsat"]:
+        exp = ground_truth.get(r.key, ("", ""))[0] if ground_truth is not None else ""
+        if exp not in ("sat", "unsat"):
+            unchecked += 1
+        elif exp == r.result:
+            correct += 1
+        else:
+            wrong.append(f"{r.onnx} {r.vnnlib}: answered {r.result}, expected {exp}")
+    secs = [r.seconds for r in rows]
+    return Summary(len(rows), len(by["sat"]) + len(by["unsat"]), len(by["sat"]), len(by["unsat"]),
+                   len(by["unknown"]), len(by["timeout"]), len(by["error"]), correct, wrong,
+                   unchecked, float(sum(secs)), statistics.median(secs) if secs else None,
+                   [f"{r.onnx} {r.vnnlib}: {r.message}" for r in by["error"]])
+
+
+def format_summary(s: Summary, name: str = "") -> str:
+    """The summary as a few lines of text."""
+    lines = [f"{name + ': ' if name else ''}{s.total} instances, solved {s.solved} "
+             f"(sat {s.sat}, unsat {s.unsat}), unknown {s.unknown}, timeout {s.timeout}, "
+             f"error {s.error}"]
+    if s.correct is not None:
+        lines.append(f"correct {s.correct}, wrong {len(s.wrong)}, decided without ground truth "
+                     f"{s.unchecked}")
+        lines += [f"  WRONG: {w}" for w in s.wrong]
+    lines += [f"  error: {e}" for e in s.errors[:10]]
+    if len(s.errors) > 10:
+        lines.append(f"  ... and {len(s.errors) - 10} more errors")
+    med = "-" if s.median_seconds is None else f"{s.median_seconds:.2f}"
+    lines.append(f"total time {s.total_seconds:.1f} s, median {med} s")
+    return "\n".join(lines)
