@@ -1,7 +1,8 @@
 """A sound formal verifier for neural networks."""
 from .errors import ModelError, SpecError, UnsupportedOpError, VerifierError
 from .network import Network, Node
+from .network.onnx_import import load_onnx
 from .result import Result
 
-__all__ = ["Network", "Node", "Result", "VerifierError", "ModelError", "SpecError",
+__all__ = ["Network", "Node", "Result", "load_onnx", "VerifierError", "ModelError", "SpecError",
            "UnsupportedOpError"]
