@@ -1,0 +1,158 @@
+"""A lower bound from any SDP multipliers, valid in floating point.
+
+For multipliers ``y`` (projected: ``y >= 0`` on inequalities) and ``M(y) = C_0 - sum_i y_i G_i``
+(``sdp_program``), every true point ``v = (1, x)`` satisfies ``obj(x) >= v'M(y)v - sum_i |y_i|
+eps_i - obj_err``. With a diagonal scaling ``D = diag(d)`` by powers of two (``d_0 = 1``,
+``d_i >= max|x_i|``, so ``v = D w`` with ``w_0 = 1`` and ``|w_i| <= 1``), for every shift ``s``:
+
+    v'M v = w' (D M D) w = s + w' (D M D - s e0 e0') w >= s + min(0, lambda_min(Mbar_s)) R,
+
+    R = 1 + sum_i (max|x_i| / d_i)^2  >=  ||w||^2,      Mbar_s = D M D - s e0 e0'.
+
+That is the bound ``lb = s + min(0, lambda_min(M(s))) R`` of the design (the "const - s0" of
+its notation is our ``s``, absorbed into the (0, 0) entry), maximised over ``s`` by a 1-D
+search (``lambda_min(Mbar_s)`` is concave in s: the rank-one secular equation on one
+eigendecomposition gives it cheaply for every s).
+
+Floating point. (1) ``M`` is computed, not exact: ``|M~ - M| <= gamma_K (|C_0| + |G_op| |y|)``
+elementwise (K the most terms summed into one entry), which costs ``w_max' D E D w_max``.
+(2) ``lambda_min`` is not taken from the eigensolver: a candidate ``sigma`` a little below its
+estimate is confirmed by a Cholesky factorisation of ``B = fl(Mbar_s - sigma I)``. If it runs to
+completion, ``B + dB = R'R`` with ``|dB| <= gamma_{n+1} |R'||R|`` (Higham 2002, Thm 10.3, any
+order of the inner products), hence ``lambda_min(B) >= -gamma_{n+1}/(1-gamma_{n+1}) tr(B)``
+(Rump 2006, "Verification of positive definiteness"); the rounding of forming ``B`` and
+``Mbar_s`` adds ``u max|B_ii|`` and ``u |Mbar_s[0,0]|``. (3) The final sum is taken with a
+``gamma`` margin. Underflow is not modelled (entries are far from 1e-300). Scaling by powers of
+two is exact.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from .lp_program import U, gamma, inflate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Certificate:
+    """``bound``: the valid lower bound; ``shift`` the s used; ``lambda_min`` the certified
+    eigenvalue bound of ``Mbar_s``; ``R``; ``margin`` the rounding and model-error terms;
+    ``eigvec``: an eigenvector (unscaled coordinates) for the smallest eigenvalue (for rank
+    escalation)."""
+
+    bound: float
+    shift: float
+    lambda_min: float
+    R: float
+    margin: float
+    eigvec: np.ndarray | None = None
+
+
+def _scaling(amax: np.ndarray) -> np.ndarray:
+    """Powers of two ``d_i >= amax_i`` (1 where amax is 0); d_0 = 1."""
+    d = np.ones_like(amax)
+    pos = amax > 0
+    d[pos] = np.exp2(np.ceil(np.log2(amax[pos])))
+    d[pos] = np.where(d[pos] < amax[pos], d[pos] * 2, d[pos])
+    d[0] = 1.0
+    return d
+
+
+def _lambda_min_shifted(evals, w, s):
+    """Smallest eigenvalue of ``diag(evals) - s w w'`` (evals ascending) by bisection on the
+    secular equation ``1 - s sum_i w_i^2 / (evals_i - lam) = 0``."""
+    w2 = w * w
+    d1 = evals[0]
+    if s == 0 or w2.sum() == 0:
+        return float(d1)
+    if s > 0:  # root below d1, at least d1 - s ||w||^2
+        a, b = d1 - s * w2.sum() - 1e-300, d1
+    else:  # root in [d1, min(d2, d1 + |s| ||w||^2)]
+        b = min(evals[1] if evals.size > 1 else np.inf, d1 - s * w2.sum())
+        a = d1
+    f = lambda lam: 1.0 - s * np.sum(w2 / (evals - lam))  # noqa: E731
+    for _ in range(200):
+        mid = 0.5 * (a + b)
+        if mid <= a or mid >= b:
+            break
+        with np.errstate(divide="ignore", invalid="ignore"):
+            val = f(mid)
+        # s > 0: f decreasing on (-inf, d1); s < 0: f increasing on (d1, d2)
+        if (val > 0) == (s > 0):
+            a = mid
+        else:
+            b = mid
+    return float(0.5 * (a + b))
+
+
+def _certify_psd(Ms: np.ndarray, guess: float, scale: float) -> float:
+    """A rigorous lower bound on ``lambda_min(Ms)`` near ``guess``, by Cholesky of the shifted
+    matrix (module docstring); -inf if no candidate could be confirmed."""
+    n = Ms.shape[0]
+    g = gamma(n + 1)
+    for slack in (1e-11, 1e-9, 1e-7, 1e-5, 1e-3, 1e-1):
+        sigma = guess - slack * max(scale, 1e-300)
+        B = Ms - sigma * np.eye(n)
+        try:
+            np.linalg.cholesky(B)
+        except np.linalg.LinAlgError:
+            continue
+        diag = np.diag(B)
+        if np.any(diag <= 0):
+            continue
+        tr = float(np.sum(diag)) * (1 + n * U * 2)
+        return sigma - float(inflate(g / (1 - g) * tr + 2 * U * diag.max()))
+    return -np.inf
+
+
+def certify(data, y: np.ndarray, shift_hint: float | None = None,
+            want_eigvec: bool = False) -> Certificate:
+    """The valid lower bound of the SDP objective row for multipliers ``y`` (module
+    docstring). ``y`` is projected first, so any values are allowed."""
+    y = data.project(y)
+    n = data.n
+    M = data.matrix(y)
+    # elementwise bound of the error of M, and of making it exactly symmetric
+    K = int(np.diff(data.G_op.tocsr().indptr).max(initial=0)) + 3
+    Mabs = (np.abs(data.C0) + abs(data.G_op) @ np.abs(y)).reshape(n, n)
+    asym = np.abs(M - M.T)
+    M = 0.5 * (M + M.T)
+    E = gamma(K) * Mabs + 0.5 * asym + U * np.abs(M)
+    d = _scaling(data.amax)
+    Mbar = M * d[:, None] * d[None, :]
+    Ebar = E * d[:, None] * d[None, :]
+    wmax = np.minimum(data.amax / d, 1.0)
+    wmax[0] = 1.0
+    R = float(inflate(1.0 + np.sum(wmax[1:] ** 2)) * (1 + n * U * 2))
+    evals, evecs = np.linalg.eigh(Mbar)
+    w = evecs[0].copy()
+
+    def lb(s):
+        return s + R * min(0.0, _lambda_min_shifted(evals, w, s))
+
+    # bracket the maximiser of the concave lb(s) <= s
+    s0 = float(shift_hint) if shift_hint is not None and np.isfinite(shift_hint) else 0.0
+    step = max(1.0, abs(s0), float(np.abs(Mbar).max()))
+    res = minimize_scalar(lambda s: -lb(s), bracket=(s0 - step, s0), tol=1e-12)
+    s_best = float(res.x) if res.success and np.isfinite(res.x) else s0
+    if lb(s0) > lb(s_best):
+        s_best = s0
+    Ms = Mbar.copy()
+    Ms[0, 0] = Mbar[0, 0] - s_best
+    lam_guess = _lambda_min_shifted(evals, w, s_best)
+    lam = _certify_psd(Ms, lam_guess, float(np.abs(Mbar).max()))
+    model = float(np.abs(y) @ data.eps) + data.obj_err
+    rounding = float(wmax @ Ebar @ wmax) + U * abs(Ms[0, 0]) * 1.01
+    terms = np.array([s_best, R * min(0.0, lam)])
+    margin = float(inflate(rounding + model + gamma(4) * np.sum(np.abs(terms))))
+    bound = float(terms.sum()) - margin if np.isfinite(lam) else -np.inf
+    vec = None
+    if want_eigvec:
+        ev, V = np.linalg.eigh(Ms)
+        vec = V[:, 0] * d
+    return Certificate(bound, s_best, lam, R, margin, vec)
