@@ -105,11 +105,19 @@ class Var:
 def run_node(node: onnx.NodeProto, inputs: list, opset: int) -> list[np.ndarray]:
     """Evaluate one ONNX node with the reference evaluator. ``inputs`` lines up with
     ``node.input`` (None for an omitted optional input)."""
+    import onnx  # noqa: PLC0415
+    from onnx import helper  # noqa: PLC0415
     from onnx.reference import ReferenceEvaluator  # noqa: PLC0415
 
-    feeds = {name: value for name, value in zip(node.input, inputs) if name}
+    feeds = {name: np.asarray(value) for name, value in zip(node.input, inputs) if name}
     try:
-        return ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
+        graph = helper.make_graph(
+            [node], "fold",
+            [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+             for k, v in feeds.items()],
+            [onnx.ValueInfoProto(name=o) for o in node.output if o])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        return ReferenceEvaluator(model).run(None, feeds)
     except (ModelError, MemoryError):
         raise
     except Exception as e:  # any failure of the evaluator is reported as a model error
