@@ -1,8 +1,9 @@
 """A sound formal verifier for neural networks."""
 from .errors import ModelError, SpecError, UnsupportedOpError, VerifierError
 from .network import Network, Node
+from .network.onnx_export import save_onnx
 from .network.onnx_import import load_onnx
 from .result import Result
 
-__all__ = ["Network", "Node", "Result", "load_onnx", "VerifierError", "ModelError", "SpecError",
+__all__ = ["Network", "Node", "Result", "load_onnx", "save_onnx", "VerifierError", "ModelError", "SpecError",
            "UnsupportedOpError"]

@@ -8,6 +8,8 @@ applied until nothing changes:
 - ``drop_identities``: a Reshape to the same shape, a Select that keeps every element in order
   (it becomes a Reshape), a Scale with ``a = 1, c = 0``, a one-input Sum of weight 1.
 - ``collapse_reshapes``: Reshape(Reshape(x)) -> Reshape(x).
+- ``collapse_selects``: chains of Select and Reshape (which moves no data) -> one Select:
+  ``Select_2(Select_1(x))`` picks ``x.flat[i1.flat[i2]]``.
 - ``fuse_scales``: Scale(Scale(x)) -> one Scale: ``a2 (a1 x + c1) + c2 = (a2 a1) x + (a2 c1 + c2)``.
 - ``move_scale_past_reshape``: Reshape(Scale(x)) -> Scale'(Reshape(x)), ``a``, ``c`` reshaped
   with the value, so that input normalisation meets the following affine op.
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 def normalize_network(net: Network) -> Network:
     """Apply every pass until the network stops changing."""
     nodes, output = list(net.nodes), net.output_name
-    passes = (drop_identities, collapse_reshapes, fuse_scales, move_scale_past_reshape,
+    passes = (drop_identities, collapse_reshapes, collapse_selects, fuse_scales, move_scale_past_reshape,
               fuse_affine)
     for _ in range(10 * len(nodes) + 10):
         changed = False
@@ -143,6 +145,34 @@ def collapse_reshapes(nodes, output, net):
         j = _producer(nodes, n.inputs[0])
         if j is not None and isinstance(nodes[j].op, Reshape) and uses[nodes[j].name] == 1:
             return _merge(nodes, j, k, n.op, nodes[j].inputs), output, True
+    return nodes, output, False
+
+
+def collapse_selects(nodes, output, net):
+    """Select(Select(x)), Select(Reshape(x)), Reshape(Select(x)) -> one Select, when the inner
+    one has no other consumer (and the fills agree where both are used)."""
+    uses = _consumers(nodes, output)
+    for k, n in enumerate(nodes):
+        if not isinstance(n.op, (Select, Reshape)):
+            continue
+        j = _producer(nodes, n.inputs[0])
+        if j is None or uses[nodes[j].name] != 1:
+            continue
+        inner = nodes[j].op
+        if isinstance(n.op, Select) and isinstance(inner, Reshape):
+            op = n.op
+        elif isinstance(n.op, Reshape) and isinstance(inner, Select):
+            op = Select(inner.index.reshape(n.shape), inner.fill)
+        elif isinstance(n.op, Select) and isinstance(inner, Select):
+            i1, i2 = inner.index.ravel(), n.op.index
+            picked = np.where(i2 < 0, -1, i1[np.maximum(i2, 0)])
+            outer_fill, inner_fill = np.any(i2 < 0), np.any((i2 >= 0) & (picked < 0))
+            if outer_fill and inner_fill and inner.fill != n.op.fill:
+                continue
+            op = Select(picked, inner.fill if inner_fill else n.op.fill)
+        else:
+            continue
+        return _merge(nodes, j, k, op, nodes[j].inputs), output, True
     return nodes, output, False
 
 

@@ -121,7 +121,7 @@ def run_node(node: onnx.NodeProto, inputs: list, opset: int) -> list[np.ndarray]
     except (ModelError, MemoryError):
         raise
     except Exception as e:  # any failure of the evaluator is reported as a model error
-        raise ModelError(f"{describe(node)} could not be evaluated on constants "
+        raise ModelError(f"{describe(node)} could not be evaluated "
                          f"({type(e).__name__}: {e})") from e
 
 
