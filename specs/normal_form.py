@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -73,18 +74,18 @@ class Source:
 
 
 def round_up(r: Fraction) -> float:
-    """The least float64 ``>= r`` (``inf`` past the range)."""
+    """The least float64 ``>= r`` (``inf`` above the range)."""
     try:
         f = float(r)
-    except OverflowError:
-        return math.inf if r > 0 else -math.inf
+    except OverflowError:  # |r| beyond the largest float64
+        return math.inf if r > 0 else -sys.float_info.max
     if math.isfinite(f) and Fraction(f) < r:
         f = math.nextafter(f, math.inf)
     return f
 
 
 def round_down(r: Fraction) -> float:
-    """The greatest float64 ``<= r`` (``-inf`` past the range)."""
+    """The greatest float64 ``<= r`` (``-inf`` below the range)."""
     return -round_up(-r)
 
 

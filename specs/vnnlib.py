@@ -103,6 +103,7 @@ class _Reader1:
         self.atoms = Atoms(source)
         self.dnf = DnfBuilder(source, max_terms)
         self.declared: dict[str, tuple[int, int]] = {}  # name -> (kind, index)
+        self.numbers: dict[str, float] = {}  # token -> value, for the numbers seen
         self.decl_pos: dict[tuple[int, int], int] = {}
 
     # -- s-expressions: a list is [k, child, ...] with k the number of its '(' token; a leaf is
@@ -114,44 +115,63 @@ class _Reader1:
             return 0
         return self._offsets[k] if k < len(self._offsets) else len(self.src.text)
 
-    def _sexprs(self) -> list:
+    def _sexpr(self, i: int) -> tuple[list, int]:
+        """The s-expression whose '(' is token ``i``, and the number of the token after it."""
         toks = self.toks
         top: list = [-1]
         cur = top
         stack = []
-        for k, tok in enumerate(toks):
+        for k in range(i, len(toks)):
+            tok = toks[k]
             if tok == "(":
                 node = [k]
                 cur.append(node)
                 stack.append(cur)
                 cur = node
             elif tok == ")":
-                if not stack:
-                    raise self.src.error(k, "unbalanced parentheses: this ')' closes nothing")
                 cur = stack.pop()
+                if not stack:
+                    return top[1], k + 1
             else:
                 cur.append(k)
-        if stack:
-            line, _ = self.src.line_col(len(toks))
-            raise self.src.error(top[-1][0], "unbalanced parentheses: this '(' is never closed "
-                                             f"(the file ends at line {line}; truncated?)")
-        return top[1:]
+        line, _ = self.src.line_col(len(toks))
+        raise self.src.error(i, "unbalanced parentheses: this '(' is never closed "
+                                f"(the file ends at line {line}; truncated?)")
 
     def read(self) -> Spec:
         asserts = []
-        for form in self._sexprs():
-            if isinstance(form, int):
-                raise self.src.error(form, f"expected '(' at top level, found '{self.toks[form]}'")
+        toks = self.toks
+        n = len(toks)
+        i = 0
+        while i < n:
+            tok = toks[i]
+            if tok != "(":
+                if tok == ")":
+                    raise self.src.error(i, "unbalanced parentheses: this ')' closes nothing")
+                raise self.src.error(i, f"expected '(' at top level, found '{tok}'")
+            # fast paths for the bulk of VNN-COMP files: (assert (OP A B)), (declare-const V S)
+            if (i + 7 < n and toks[i + 1] == "assert" and toks[i + 2] == "("
+                    and toks[i + 6] == ")" and toks[i + 7] == ")" and toks[i + 3] in _COMPARE
+                    and toks[i + 4] not in "()" and toks[i + 5] not in "()"):
+                asserts.append(self._compare(toks[i + 3], i + 4, i + 5, i + 2))
+                i += 8
+                continue
+            if (i + 4 < n and toks[i + 1] == "declare-const" and toks[i + 4] == ")"
+                    and toks[i + 2] not in "()" and toks[i + 3] not in "()"):
+                self._declare(i, [i + 2, i + 3])
+                i += 5
+                continue
+            form, i = self._sexpr(i)
             if len(form) < 2 or isinstance(form[1], list):
                 raise self.src.error(form[0], "expected a command such as (assert ...) or "
                                               "(declare-const ...)")
-            cmd = self.toks[form[1]]
+            cmd = toks[form[1]]
             if cmd == "declare-const":
-                self._declare(form, form[2:])
+                self._declare(form[0], form[2:])
             elif cmd == "declare-fun":
                 if len(form) != 5 or not isinstance(form[3], list) or len(form[3]) != 1:
                     raise self.src.error(form[0], "only (declare-fun NAME () Real) is supported")
-                self._declare(form, [form[2], form[4]])
+                self._declare(form[0], [form[2], form[4]])
             elif cmd == "assert":
                 if len(form) != 3:
                     raise self.src.error(form[0], "(assert F) takes exactly one formula")
@@ -169,9 +189,9 @@ class _Reader1:
         terms = self.dnf.terms(("and", 0, asserts))
         return build_spec(self.atoms, self.dnf, terms, n_in, n_out, self._name, 0, self.src.name)
 
-    def _declare(self, form, args):
+    def _declare(self, at: int, args):
         if len(args) != 2 or isinstance(args[0], list) or isinstance(args[1], list):
-            raise self.src.error(form[0], "expected (declare-const NAME Real)")
+            raise self.src.error(at, "expected (declare-const NAME Real)")
         pos, spos = args
         name, sort = self.toks[pos], self.toks[spos]
         m = _VAR.fullmatch(name)
@@ -228,10 +248,14 @@ class _Reader1:
     def _number(self, k: int) -> float:
         """The leaf ``k`` as a finite float64, or the ``SpecError`` that says what it is."""
         tok = self.toks[k]
+        value = self.numbers.get(tok)
+        if value is not None:
+            return value
         if _NUMBER.fullmatch(tok):
             value = float(tok)
             if not math.isfinite(value):
                 raise self.src.error(k, f"the number {tok} is out of the float64 range")
+            self.numbers[tok] = value
             return value
         if _VAR.fullmatch(tok):
             raise self.src.error(k, f"undeclared variable '{tok}'")
@@ -249,22 +273,19 @@ class _Reader1:
             va = self.declared.get(self.toks[a])
             vb = self.declared.get(self.toks[b])
             if va is not None and vb is None:  # v <= c
-                return self._var_le(va, 1.0, self._number(b), pos)
+                if va[0] == INPUT:
+                    return self.atoms.bound(va[1], True, self._number(b), pos)
+                return self.atoms.row(OUTPUT, (va[1],), (1.0,), self._number(b), pos)
             if va is None and vb is not None:  # c <= v  <=>  -v <= -c
-                return self._var_le(vb, -1.0, -self._number(a), pos)
+                if vb[0] == INPUT:
+                    return self.atoms.bound(vb[1], False, self._number(a), pos)
+                return self.atoms.row(OUTPUT, (vb[1],), (-1.0,), -self._number(a), pos)
         la, ca = self._linear(a)
         lb, cb = self._linear(b)
         coefs = dict(la)
         for v, c in lb.items():
             coefs[v] = coefs.get(v, 0) - c
         return self.atoms.linear(coefs, cb - ca, pos, self._name)
-
-    def _var_le(self, var, sign: float, value: float, pos: int) -> int:
-        """The atom ``sign * var <= value`` (exact)."""
-        kind, i = var
-        if kind == INPUT:
-            return self.atoms.bound(i, sign > 0, sign * value, pos)
-        return self.atoms.row(OUTPUT, (i,), (sign,), value, pos)
 
     def _linear(self, node) -> tuple[dict, Fraction]:
         """A linear term as ({(kind, index): coefficient}, constant), exactly (rationals)."""

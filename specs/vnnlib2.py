@@ -85,10 +85,11 @@ def _package_error(src: Source, message: str) -> SpecError:
 
 
 def _column(lines: list[str], line: int, needle: str) -> int:
-    """1-based column of ``needle`` on ``line`` (1 when absent)."""
+    """1-based column of the token ``needle`` on ``line`` (1 when absent)."""
     if not 1 <= line <= len(lines) or not needle:
         return 1
-    return lines[line - 1].find(needle) + 1 or 1
+    m = re.search(r"(?:^|(?<=[\s(]))" + re.escape(needle) + r"(?=[\s()\[]|$)", lines[line - 1])
+    return m.start() + 1 if m else 1
 
 
 def _offset(src: Source, pattern: str, k: int = 0) -> int:
