@@ -83,10 +83,12 @@ def test_float32_export_agrees_with_onnxruntime_and_reimports(tmp_path, kind):
     path = tmp_path / "net.onnx"
     verifier.save_onnx(net, path)
     assert onnx.load(str(path)).opset_import[0].version >= 13
-    runner = OnnxRunner(path)
+    runner = OnnxRunner(path, allow_batch=True)
     assert runner.batched and runner.dtype == np.float32
+    assert not OnnxRunner(path).batched and OnnxRunner(path).batchable
     x = rng.uniform(-2, 2, size=(9, net.n_inputs)).astype(np.float32).astype(np.float64)
     y = net(x).reshape(9, -1)
+    np.testing.assert_allclose(OnnxRunner(path)(x), runner(x), rtol=1e-6, atol=1e-6)
     for other in (runner(x), verifier.load_onnx(path)(x).reshape(9, -1)):
         assert np.max(np.abs(other - y) / np.maximum(1.0, np.abs(y))) < 1e-5
 

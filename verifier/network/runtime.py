@@ -3,9 +3,14 @@
 ``OnnxRunner(path)`` holds one onnxruntime session (CPU provider, one intra-op thread) and maps a
 batch of flat float64 inputs (B, n) to flat float64 outputs (B, m), evaluated in the model's own
 precision: each row is cast to the model's input dtype (float32 for most models) and reshaped to
-its input shape. The batch axis follows the import convention (``onnx_import.has_batch_axis``);
-when the model's batch dimension is fixed (to 1) or its output's is, rows run one at a time, so
-that every row is evaluated at batch size 1, as VNN-COMP does.
+its input shape. The batch axis follows the import convention (``onnx_import.has_batch_axis``).
+
+By default every row runs on its own, at batch size 1: that is how VNN-COMP evaluates a
+counterexample, and it is the semantics the importer gives the model (an op that mixes samples,
+such as a Softmax over the batch axis, would otherwise make a batch evaluate differently, and a
+batched matrix kernel may round differently in the last bit). ``OnnxRunner(path,
+allow_batch=True)`` runs whole batches at once where the model's input and output batch
+dimensions are symbolic (faster, for agreement checks on many samples).
 """
 from __future__ import annotations
 
@@ -27,10 +32,11 @@ class OnnxRunner:
     """``runner(x)``: x (B, n) float64 -> (B, m) float64 computed by onnxruntime on ``path``.
 
     Attributes: ``input_name``, ``dtype`` (the model's input dtype), ``input_shape`` (per sample,
-    without the batch axis), ``n_inputs``, ``batched`` (whether whole batches are run at once),
-    ``calls`` (number of session runs)."""
+    without the batch axis), ``n_inputs``, ``batchable`` (whether the model's batch dimension is
+    symbolic in its input and output), ``batched`` (whether whole batches are run at once:
+    ``allow_batch`` and ``batchable``), ``calls`` (number of session runs)."""
 
-    def __init__(self, path):
+    def __init__(self, path, allow_batch: bool = False):
         import onnxruntime as ort  # noqa: PLC0415 (import cost only when used)
 
         self.path = Path(path)
@@ -60,8 +66,9 @@ class OnnxRunner:
         if any(not isinstance(d, int) for d in self.input_shape):
             raise ModelError(f"{self.path}: the input has symbolic dimensions {dims}")
         out_dims = list(self.session.get_outputs()[0].shape)
-        self.batched = bool(has_batch and not isinstance(dims[0], int)
-                            and out_dims and not isinstance(out_dims[0], int))
+        self.batchable = bool(has_batch and not isinstance(dims[0], int)
+                              and out_dims and not isinstance(out_dims[0], int))
+        self.batched = bool(allow_batch and self.batchable)
         self._feed_shape = ((1,) if has_batch else ()) + self.input_shape
         self.n_inputs = int(np.prod(self.input_shape, dtype=np.int64))
         self.calls = 0
