@@ -28,6 +28,8 @@ import logging
 import math
 import os
 import re
+import sys
+import zlib
 from fractions import Fraction
 
 from .errors import SpecError
@@ -60,7 +62,7 @@ def read_vnnlib(path, n_inputs: int | None = None, n_outputs: int | None = None,
             data = f.read()
         if name.endswith(".gz"):
             data = gzip.decompress(data)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise SpecError(f"{name}: cannot read the property: {e}") from e
     try:
         text = data.decode("utf-8")
@@ -74,11 +76,15 @@ def read_vnnlib(path, n_inputs: int | None = None, n_outputs: int | None = None,
 def parse_vnnlib(text: str, name: str = "<string>", n_inputs: int | None = None,
                  n_outputs: int | None = None, max_terms: int = DEFAULT_MAX_TERMS) -> Spec:
     """Parse VNN-LIB text (version detected from a leading ``(vnnlib-version <M.m>)``)."""
-    if _VERSION.match(text):
-        from .vnnlib2 import parse_vnnlib2
-        spec = parse_vnnlib2(text, name, max_terms)
-    else:
-        spec = _Reader1(Source(name, text), max_terms).read()
+    try:
+        if _VERSION.match(text):
+            from .vnnlib2 import parse_vnnlib2
+            spec = parse_vnnlib2(text, name, max_terms)
+        else:
+            spec = _Reader1(Source(name, text), max_terms).read()
+    except RecursionError as e:
+        raise SpecError(f"{name}:1:1: formulas nested too deeply to read "
+                        f"(deeper than Python's recursion limit {sys.getrecursionlimit()})") from e
     _check_sizes(spec, name, n_inputs, n_outputs)
     return spec
 

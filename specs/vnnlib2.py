@@ -47,7 +47,7 @@ def parse_vnnlib2(text: str, name: str, max_terms: int) -> Spec:
                                         "(1.0 and 2.x are)")
     if minor != 0:  # read as 2.0 (the reference parser would warn on stderr)
         log.info("%s: reading VNN-LIB <%d.%d> as <2.0>", src.where(m.start(2)), major, minor)
-        text = text[:m.start(2)] + "2.0".ljust(m.end(3) - m.start(2)) + text[m.end(3):]
+        text = text[:m.start(3)] + "0" * (m.end(3) - m.start(3)) + text[m.end(3):]
     try:
         import vnnlib
     except ImportError as e:

@@ -318,6 +318,13 @@ def test_errors_name_line_and_column(body, pattern):
     expect_error(HEAD2 + body + "\n" + BOX2 + "(assert (>= Y_0 0))", pattern)
 
 
+def test_deep_nesting_reads_and_too_deep_nesting_is_a_spec_error():
+    def nested(depth):
+        return HEAD2 + BOX2 + "(assert " + "(and " * depth + "(>= Y_0 0)" + ")" * depth + ")"
+    assert len(parse_vnnlib(nested(200)).cases) == 1
+    expect_error(nested(5000), r"prop.vnnlib:1:1: formulas nested too deeply")
+
+
 def test_empty_file_is_an_error():
     expect_error("; nothing here\n", r"prop.vnnlib:1:1: the property declares no inputs")
 
