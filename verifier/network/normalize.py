@@ -2,15 +2,15 @@
 function (in real arithmetic; in floating point up to the rounding of the fused parameters).
 
 Constants are already folded at import (``onnx_import``), Identity/Dropout/Cast never reach the
-graph, and Flatten/Reshape/Squeeze/Unsqueeze are explicit ``Reshape`` nodes. The passes here,
-applied until nothing changes:
+graph, and Flatten/Reshape/Squeeze/Unsqueeze are explicit ``Reshape`` nodes. The rules here
+are applied at every node, in topological order, in sweeps until a sweep changes nothing:
 
-- ``drop_identities``: a Reshape to the same shape, a Select that keeps every element in order
+- ``drop_identity``: a Reshape to the same shape, a Select that keeps every element in order
   (it becomes a Reshape), a Scale with ``a = 1, c = 0``, a one-input Sum of weight 1.
-- ``collapse_reshapes``: Reshape(Reshape(x)) -> Reshape(x).
-- ``collapse_selects``: chains of Select and Reshape (which moves no data) -> one Select:
+- ``collapse_reshape``: Reshape(Reshape(x)) -> Reshape(x).
+- ``collapse_select``: chains of Select and Reshape (which moves no data) -> one Select:
   ``Select_2(Select_1(x))`` picks ``x.flat[i1.flat[i2]]``.
-- ``fuse_scales``: Scale(Scale(x)) -> one Scale: ``a2 (a1 x + c1) + c2 = (a2 a1) x + (a2 c1 + c2)``.
+- ``fuse_scale``: Scale(Scale(x)) -> one Scale: ``a2 (a1 x + c1) + c2 = (a2 a1) x + (a2 c1 + c2)``.
 - ``move_scale_past_reshape``: Reshape(Scale(x)) -> Scale'(Reshape(x)), ``a``, ``c`` reshaped
   with the value, so that input normalisation meets the following affine op.
 - ``fuse_affine``: a Scale after a Linear (MatMul+Add, Gemm then Mul, ...) or after a Conv
@@ -35,52 +35,73 @@ log = logging.getLogger(__name__)
 
 
 def normalize_network(net: Network) -> Network:
-    """Apply every pass until the network stops changing."""
-    nodes, output = list(net.nodes), net.output_name
-    passes = (drop_identities, collapse_reshapes, collapse_selects, fuse_scales, move_scale_past_reshape,
-              fuse_affine)
-    for _ in range(10 * len(nodes) + 10):
+    """Apply every rule until the network stops changing; drop dead nodes."""
+    g = _Graph(net)
+    rules = (drop_identity, collapse_reshape, collapse_select, fuse_scale,
+             move_scale_past_reshape, fuse_affine)
+    for _ in range(len(net.nodes) + 2):
         changed = False
-        for p in passes:
-            nodes, output, ch = p(nodes, output, net)
-            changed |= ch
-        nodes = drop_dead(nodes, output)
+        for name in list(g.nodes):
+            for rule in rules:
+                if name in g.nodes and rule(g, name):
+                    changed = True
         if not changed:
             break
-    out = Network(net.input_name, net.input_shape, nodes, output)
+    nodes = drop_dead(list(g.nodes.values()), g.output)
+    out = Network(net.input_name, net.input_shape, nodes, g.output)
     log.debug("normalised %d nodes into %d", len(net.nodes), len(out.nodes))
     return out
 
 
-# -- helpers ------------------------------------------------------------------------------------
-def _shape_of(nodes, net, name):
-    if name == net.input_name:
-        return net.input_shape
-    for n in nodes:
-        if n.name == name:
-            return n.shape
-    raise KeyError(name)
+class _Graph:
+    """The network being rewritten: nodes by name in topological order, consumer counts."""
 
+    def __init__(self, net: Network):
+        self.input_name, self.input_shape = net.input_name, net.input_shape
+        self.nodes = {n.name: n for n in net.nodes}
+        self.output = net.output_name
+        self.uses = {net.output_name: 1}
+        for n in net.nodes:
+            for i in n.inputs:
+                self.uses[i] = self.uses.get(i, 0) + 1
 
-def _consumers(nodes, output) -> dict[str, int]:
-    count = {output: 1}
-    for n in nodes:
-        for i in n.inputs:
-            count[i] = count.get(i, 0) + 1
-    return count
+    def shape(self, name) -> tuple:
+        return self.input_shape if name == self.input_name else self.nodes[name].shape
 
+    def inner(self, name):
+        """The node computing the first input of ``name`` if only ``name`` uses it, else None."""
+        src = self.nodes[name].inputs[0] if self.nodes[name].inputs else None
+        if src is None or src not in self.nodes or self.uses.get(src, 0) != 1:
+            return None
+        return self.nodes[src]
 
-def _rename_uses(nodes, old, new):
-    return [Node(n.name, n.op, tuple(new if i == old else i for i in n.inputs), n.shape, n.source)
-            if old in n.inputs else n for n in nodes]
+    def merge(self, name, op, inputs) -> bool:
+        """Replace node ``name`` by ``op`` on ``inputs``, its (single-use) inner node dropped."""
+        outer = self.nodes[name]
+        inner = self.nodes.pop(outer.inputs[0])
+        del self.uses[inner.name]
+        self.nodes[name] = Node(name, op, tuple(inputs), outer.shape,
+                                f"{inner.source} + {outer.source}".strip(" +"))
+        return True
 
+    def bypass(self, name) -> bool:
+        """Remove node ``name``, whose value equals its single input's."""
+        node = self.nodes.pop(name)
+        src = node.inputs[0]
+        n_uses = self.uses.pop(name, 0)
+        self.uses[src] = self.uses.get(src, 0) - 1 + n_uses
+        for k, n in self.nodes.items():
+            if name in n.inputs:
+                self.nodes[k] = Node(n.name, n.op, tuple(src if i == name else i
+                                                          for i in n.inputs), n.shape, n.source)
+        if self.output == name:
+            self.output = src
+        return True
 
-def _bypass(nodes, output, k):
-    """Remove node k, whose value equals its (single) input's."""
-    node = nodes[k]
-    rest = nodes[:k] + nodes[k + 1:]
-    src = node.inputs[0]
-    return _rename_uses(rest, node.name, src), (src if output == node.name else output)
+    def replace(self, name, op) -> bool:
+        n = self.nodes[name]
+        self.nodes[name] = Node(n.name, op, n.inputs, n.shape, n.source)
+        return True
 
 
 def along(a: np.ndarray, shape: tuple, axis: int) -> np.ndarray | None:
@@ -95,107 +116,6 @@ def along(a: np.ndarray, shape: tuple, axis: int) -> np.ndarray | None:
     return v if np.array_equal(f, np.broadcast_to(v[:, None], f.shape)) else None
 
 
-def _merge(nodes, k_inner, k_outer, op, inputs):
-    """Replace the outer node by ``op`` on ``inputs`` (keeping its name) and drop the inner."""
-    outer = nodes[k_outer]
-    new = list(nodes)
-    new[k_outer] = Node(outer.name, op, tuple(inputs), outer.shape,
-                        f"{nodes[k_inner].source} + {outer.source}".strip(" +"))
-    del new[k_inner]
-    return new
-
-
-def _producer(nodes, name):
-    for k, n in enumerate(nodes):
-        if n.name == name:
-            return k
-    return None
-
-
-# -- passes -------------------------------------------------------------------------------------
-def drop_identities(nodes, output, net):
-    """Reshape to its own shape, in-order Select, Scale(1, 0), Sum of one input with weight 1."""
-    for k, n in enumerate(nodes):
-        op = n.op
-        in_shape = _shape_of(nodes, net, n.inputs[0])
-        same = n.shape == in_shape
-        if isinstance(op, Select) and int(np.prod(in_shape)) == op.index.size and np.array_equal(
-                op.index.ravel(), np.arange(op.index.size)):
-            if same:
-                return (*_bypass(nodes, output, k), True)
-            nodes = list(nodes)
-            nodes[k] = Node(n.name, Reshape(n.shape), n.inputs, n.shape, n.source)
-            return nodes, output, True
-        identity = (
-            (isinstance(op, Reshape) and same)
-            or (isinstance(op, Scale) and same and np.all(op.a == 1) and np.all(op.c == 0)
-                and np.broadcast_shapes(op.a.shape, op.c.shape, n.shape) == n.shape)
-            or (isinstance(op, Sum) and len(n.inputs) == 1 and op.weights[0] == 1.0))
-        if identity:
-            return (*_bypass(nodes, output, k), True)
-    return nodes, output, False
-
-
-def collapse_reshapes(nodes, output, net):
-    """Reshape(Reshape(x)) -> Reshape(x) when the inner one has no other consumer."""
-    uses = _consumers(nodes, output)
-    for k, n in enumerate(nodes):
-        if not isinstance(n.op, Reshape):
-            continue
-        j = _producer(nodes, n.inputs[0])
-        if j is not None and isinstance(nodes[j].op, Reshape) and uses[nodes[j].name] == 1:
-            return _merge(nodes, j, k, n.op, nodes[j].inputs), output, True
-    return nodes, output, False
-
-
-def collapse_selects(nodes, output, net):
-    """Select(Select(x)), Select(Reshape(x)), Reshape(Select(x)) -> one Select, when the inner
-    one has no other consumer (and the fills agree where both are used)."""
-    uses = _consumers(nodes, output)
-    for k, n in enumerate(nodes):
-        if not isinstance(n.op, (Select, Reshape)):
-            continue
-        j = _producer(nodes, n.inputs[0])
-        if j is None or uses[nodes[j].name] != 1:
-            continue
-        inner = nodes[j].op
-        if isinstance(n.op, Select) and isinstance(inner, Reshape):
-            op = n.op
-        elif isinstance(n.op, Reshape) and isinstance(inner, Select):
-            op = Select(inner.index.reshape(n.shape), inner.fill)
-        elif isinstance(n.op, Select) and isinstance(inner, Select):
-            i1, i2 = inner.index.ravel(), n.op.index
-            picked = np.where(i2 < 0, -1, i1[np.maximum(i2, 0)])
-            outer_fill, inner_fill = np.any(i2 < 0), np.any((i2 >= 0) & (picked < 0))
-            if outer_fill and inner_fill and inner.fill != n.op.fill:
-                continue
-            op = Select(picked, inner.fill if inner_fill else n.op.fill)
-        else:
-            continue
-        return _merge(nodes, j, k, op, nodes[j].inputs), output, True
-    return nodes, output, False
-
-
-def fuse_scales(nodes, output, net):
-    """Scale(Scale(x)) -> Scale((a2 a1), (a2 c1 + c2))."""
-    uses = _consumers(nodes, output)
-    for k, n in enumerate(nodes):
-        if not isinstance(n.op, Scale):
-            continue
-        j = _producer(nodes, n.inputs[0])
-        if j is None or not isinstance(nodes[j].op, Scale) or uses[nodes[j].name] != 1:
-            continue
-        s1, s2 = nodes[j].op, n.op
-        if nodes[j].shape != _shape_of(nodes, net, nodes[j].inputs[0]):
-            continue
-        if np.broadcast_shapes(s1.a.shape, s1.c.shape, s2.a.shape, s2.c.shape,
-                               n.shape) != n.shape:
-            continue
-        op = Scale(_compact(s2.a * s1.a), _compact(s2.a * s1.c + s2.c))
-        return _merge(nodes, j, k, op, nodes[j].inputs), output, True
-    return nodes, output, False
-
-
 def _compact(a: np.ndarray) -> np.ndarray:
     """``a`` with every axis along which it is constant reduced to size 1."""
     a = np.asarray(a, dtype=np.float64)
@@ -206,49 +126,98 @@ def _compact(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def move_scale_past_reshape(nodes, output, net):
+def _elementwise(g: _Graph, node) -> bool:
+    """A Scale whose output has its input's shape and whose ``a``, ``c`` broadcast to it."""
+    return (node.shape == g.shape(node.inputs[0]) and np.broadcast_shapes(
+        node.op.a.shape, node.op.c.shape, node.shape) == tuple(node.shape))
+
+
+# -- rules (each returns whether it rewrote the node) ------------------------------------------
+def drop_identity(g: _Graph, name) -> bool:
+    """Reshape to its own shape, in-order Select, Scale(1, 0), Sum of one input with weight 1."""
+    n = g.nodes[name]
+    op = n.op
+    if not n.inputs:
+        return False
+    in_shape = g.shape(n.inputs[0])
+    same = n.shape == in_shape
+    if isinstance(op, Select) and int(np.prod(in_shape)) == op.index.size and np.array_equal(
+            op.index.ravel(), np.arange(op.index.size)):
+        return g.bypass(name) if same else g.replace(name, Reshape(n.shape))
+    if ((isinstance(op, Reshape) and same)
+            or (isinstance(op, Scale) and _elementwise(g, n) and np.all(op.a == 1)
+                and np.all(op.c == 0))
+            or (isinstance(op, Sum) and len(n.inputs) == 1 and op.weights[0] == 1.0)):
+        return g.bypass(name)
+    return False
+
+
+def collapse_reshape(g: _Graph, name) -> bool:
+    """Reshape(Reshape(x)) -> Reshape(x)."""
+    n, inner = g.nodes[name], g.inner(name)
+    if isinstance(n.op, Reshape) and inner is not None and isinstance(inner.op, Reshape):
+        return g.merge(name, n.op, inner.inputs)
+    return False
+
+
+def collapse_select(g: _Graph, name) -> bool:
+    """Select(Select(x)), Select(Reshape(x)), Reshape(Select(x)) -> one Select (when the fills
+    agree where both are used)."""
+    n, inner = g.nodes[name], g.inner(name)
+    if not isinstance(n.op, (Select, Reshape)) or inner is None:
+        return False
+    if isinstance(n.op, Select) and isinstance(inner.op, Reshape):
+        return g.merge(name, n.op, inner.inputs)
+    if isinstance(n.op, Reshape) and isinstance(inner.op, Select):
+        return g.merge(name, Select(inner.op.index.reshape(n.shape), inner.op.fill),
+                       inner.inputs)
+    if isinstance(n.op, Select) and isinstance(inner.op, Select):
+        i1, i2 = inner.op.index.ravel(), n.op.index
+        picked = np.where(i2 < 0, -1, i1[np.maximum(i2, 0)])
+        outer_fill, inner_fill = np.any(i2 < 0), np.any((i2 >= 0) & (picked < 0))
+        if outer_fill and inner_fill and inner.op.fill != n.op.fill:
+            return False
+        return g.merge(name, Select(picked, inner.op.fill if inner_fill else n.op.fill),
+                       inner.inputs)
+    return False
+
+
+def fuse_scale(g: _Graph, name) -> bool:
+    """Scale(Scale(x)) -> Scale((a2 a1), (a2 c1 + c2))."""
+    n, inner = g.nodes[name], g.inner(name)
+    if not (isinstance(n.op, Scale) and inner is not None and isinstance(inner.op, Scale)
+            and _elementwise(g, n) and _elementwise(g, inner)):
+        return False
+    s1, s2 = inner.op, n.op
+    return g.merge(name, Scale(_compact(s2.a * s1.a), _compact(s2.a * s1.c + s2.c)),
+                   inner.inputs)
+
+
+def move_scale_past_reshape(g: _Graph, name) -> bool:
     """Reshape(Scale(x)) -> Scale'(Reshape(x)) with ``a``, ``c`` broadcast and reshaped."""
-    uses = _consumers(nodes, output)
-    for k, n in enumerate(nodes):
-        if not isinstance(n.op, Reshape):
-            continue
-        j = _producer(nodes, n.inputs[0])
-        if j is None or not isinstance(nodes[j].op, Scale) or uses[nodes[j].name] != 1:
-            continue
-        inner = nodes[j]
-        if inner.shape != _shape_of(nodes, net, inner.inputs[0]) or np.broadcast_shapes(
-                inner.op.a.shape, inner.op.c.shape, inner.shape) != inner.shape:
-            continue
-        a = _compact(np.broadcast_to(inner.op.a, inner.shape).reshape(n.shape))
-        c = _compact(np.broadcast_to(inner.op.c, inner.shape).reshape(n.shape))
-        new = list(nodes)
-        new[j] = Node(inner.name, n.op, inner.inputs, n.shape, n.source)
-        new[k] = Node(n.name, Scale(a, c), (inner.name,), n.shape, inner.source)
-        return new, output, True
-    return nodes, output, False
+    n, inner = g.nodes[name], g.inner(name)
+    if not (isinstance(n.op, Reshape) and inner is not None and isinstance(inner.op, Scale)
+            and _elementwise(g, inner)):
+        return False
+    a = _compact(np.broadcast_to(inner.op.a, inner.shape).reshape(n.shape))
+    c = _compact(np.broadcast_to(inner.op.c, inner.shape).reshape(n.shape))
+    g.nodes[inner.name] = Node(inner.name, n.op, inner.inputs, n.shape, n.source)
+    g.nodes[name] = Node(name, Scale(a, c), (inner.name,), n.shape, inner.source)
+    return True
 
 
-def fuse_affine(nodes, output, net):
+def fuse_affine(g: _Graph, name) -> bool:
     """Scale after Linear/Conv and Scale before Linear/Conv fold into the affine op."""
-    uses = _consumers(nodes, output)
-    for k, n in enumerate(nodes):
-        j = _producer(nodes, n.inputs[0]) if n.inputs else None
-        if j is None or uses[nodes[j].name] != 1:
-            continue
-        inner = nodes[j]
-        if isinstance(n.op, Scale) and isinstance(inner.op, (Linear, Conv)):
-            if inner.shape != n.shape:
-                continue
-            op = _scale_after(inner.op, n.op, n.shape)
-        elif isinstance(n.op, (Linear, Conv)) and isinstance(inner.op, Scale):
-            if inner.shape != _shape_of(nodes, net, inner.inputs[0]):
-                continue
-            op = _scale_before(n.op, inner.op, inner.shape)
-        else:
-            continue
-        if op is not None:
-            return _merge(nodes, j, k, op, inner.inputs), output, True
-    return nodes, output, False
+    n, inner = g.nodes[name], g.inner(name)
+    if inner is None:
+        return False
+    op = None
+    if isinstance(n.op, Scale) and isinstance(inner.op, (Linear, Conv)) and _elementwise(g, n):
+        op = _scale_after(inner.op, n.op, n.shape)
+    elif isinstance(n.op, (Linear, Conv)) and isinstance(inner.op, Scale) and _elementwise(
+            g, inner):
+        op = _scale_before(n.op, inner.op, inner.shape)
+    return op is not None and g.merge(name, op, inner.inputs)
 
 
 def _scale_after(aff, s: Scale, shape):
