@@ -1,8 +1,9 @@
 """Benchmark runs: rows written one at a time, resumable, a crashing or hanging instance costs
 one row (error / timeout), and the summary names every wrong answer.
 
-The worker's ``solve_instance`` is replaced by fakes (workers are forked, so they see the
-replacement): these tests check the runner's machinery, not the verifier's answers."""
+The worker's ``solve_instance`` is replaced by fakes, and workers are started by plain fork so
+that they see the replacement: these tests check the runner's machinery, not the verifier's
+answers (tests/test_cli.py runs real instances with the default forkserver)."""
 import multiprocessing as mp
 import os
 import signal
@@ -44,7 +45,7 @@ def test_every_instance_gets_exactly_one_row(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "solve_instance", fake_solver(calls))
     out = tmp_path / "results.csv"
     seen = []
-    rows = run_benchmark(bench, out, RunOptions(workers=2),
+    rows = run_benchmark(bench, out, RunOptions(workers=2, start_method="fork"),
                          progress=lambda done, total, row: seen.append((done, total)))
     assert sorted(r.vnnlib for r in rows) == sorted(f"vnnlib/prop_{i}.vnnlib" for i in range(7))
     assert [r.key for r in read_results(out)] == [r.key for r in rows]
@@ -57,15 +58,15 @@ def test_a_second_run_redoes_nothing(tmp_path, monkeypatch):
     calls = tmp_path / "calls.txt"
     monkeypatch.setattr(run, "solve_instance", fake_solver(calls))
     out = tmp_path / "results.csv"
-    run_benchmark(bench, out)
-    run_benchmark(bench, out)
+    run_benchmark(bench, out, RunOptions(start_method="fork"))
+    run_benchmark(bench, out, RunOptions(start_method="fork"))
     assert len(calls.read_text().splitlines()) == 4
     assert len(read_results(out)) == 4
 
 
 def _run_in_child(bench, out, log_path):
     run.solve_instance = fake_solver(log_path, delay=0.25, phase="first")
-    run_benchmark(bench, out, RunOptions(workers=1))
+    run_benchmark(bench, out, RunOptions(workers=1, start_method="fork"))
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
@@ -88,7 +89,7 @@ def test_a_run_killed_halfway_resumes_without_redoing_finished_rows(tmp_path, mo
     text = out.read_bytes()
     assert text.endswith(b"\n")
     monkeypatch.setattr(run, "solve_instance", fake_solver(calls, phase="second"))
-    rows = run_benchmark(bench, out, RunOptions(workers=2))
+    rows = run_benchmark(bench, out, RunOptions(workers=2, start_method="fork"))
     assert len(rows) == n and len({r.key for r in rows}) == n
     second = {line.split()[1] for line in calls.read_text().splitlines()
               if line.startswith("second")}
@@ -119,7 +120,8 @@ def test_a_crashing_worker_is_an_error_row_and_the_run_goes_on(tmp_path, monkeyp
         return {"result": "unsat", "seconds": 0.0, "method": "fake", "message": ""}
 
     monkeypatch.setattr(run, "solve_instance", solve)
-    rows = {r.vnnlib: r for r in run_benchmark(bench, tmp_path / "r.csv", RunOptions(workers=2))}
+    opt = RunOptions(workers=2, start_method="fork")
+    rows = {r.vnnlib: r for r in run_benchmark(bench, tmp_path / "r.csv", opt)}
     assert rows["vnnlib/prop_0.vnnlib"].result == "unsat"
     assert rows["vnnlib/prop_1.vnnlib"].result == "error"
     assert "signal 9" in rows["vnnlib/prop_1.vnnlib"].message
@@ -137,8 +139,8 @@ def test_a_hanging_worker_is_killed_at_timeout_plus_grace(tmp_path, monkeypatch)
 
     monkeypatch.setattr(run, "solve_instance", solve)
     t = time.monotonic()
-    rows = {r.vnnlib: r for r in run_benchmark(bench, tmp_path / "r.csv",
-                                               RunOptions(workers=2, grace=0.5))}
+    opt = RunOptions(workers=2, grace=0.5, start_method="fork")
+    rows = {r.vnnlib: r for r in run_benchmark(bench, tmp_path / "r.csv", opt)}
     assert time.monotonic() - t < 30
     assert rows["vnnlib/prop_0.vnnlib"].result == "timeout"
     assert rows["vnnlib/prop_1.vnnlib"].result == "unknown"

@@ -3,8 +3,10 @@
 A benchmark folder holds ``instances.csv`` (rows ``onnx,vnnlib,timeout`` with paths relative to
 the folder) and optionally ``ground_truth.csv`` (``onnx,vnnlib,expected,certainty,...``).
 
-``run_benchmark`` runs each instance in its own forked worker process (at most ``workers`` at a
-time), so that a crash, a kill for memory or a hang costs one instance only: a worker that dies
+``run_benchmark`` runs each instance in its own worker process (at most ``workers`` at a time),
+forked from a clean "forkserver" process that has imported the verifier but run nothing (forking
+the caller itself is unsafe once it has used OpenMP threads, e.g. Numba's parallel kernels), so
+that a crash, a kill for memory or a hang costs one instance only: a worker that dies
 without answering is recorded as ``error``, one still running at ``timeout + grace`` seconds is
 killed and recorded as ``timeout``. Results are appended to a CSV file one complete row at a
 time (flushed and synced), so a run interrupted by Ctrl-C or a crash leaves a valid file, and a
@@ -32,6 +34,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 RESULT_FIELDS = ("onnx", "vnnlib", "timeout", "result", "seconds", "method", "message")
+#: modules the forkserver imports once, so that each worker starts with them loaded
+PRELOAD = ["numpy", "onnx", "onnxruntime", "specs", "verifier", "verifier.verify",
+           "verifier.bounds", "verifier.network.runtime", "verifier.run"]
 
 
 @dataclass(frozen=True)
@@ -198,10 +203,41 @@ def solve_instance(onnx_path, vnnlib_path, timeout: float, method: str = "auto",
             "message": res.message}
 
 
-def _worker(conn, args: tuple, memory_limit: int | None) -> None:
+def limit_blas_threads(n: int) -> bool:
+    """Set the thread count of the OpenBLAS library numpy loaded (found in the process's
+    mappings, called through ``ctypes``); False when none was found. Workers sharing the cores
+    use one thread each: small matrix products are many times slower when BLAS threads of
+    several processes compete for the same cores."""
+    import ctypes  # noqa: PLC0415
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "openblas" in line.lower()}
+    except OSError:
+        return False
+    done = False
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for sym in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                    "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                done = True
+                break
+    return done
+
+
+def _worker(conn, args: tuple, memory_limit: int | None, blas_threads: int | None) -> None:
     """Body of a worker process: ignore Ctrl-C (the parent ends workers), optionally cap the
-    address space, solve one instance and send the answer (or the exception's message)."""
+    address space and the BLAS threads, solve one instance and send the answer (or the
+    exception's message)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if blas_threads:
+        limit_blas_threads(blas_threads)
     if memory_limit:
         import resource  # noqa: PLC0415 (POSIX only)
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
@@ -230,6 +266,8 @@ class RunOptions:
 
     #: multiply every instance's timeout by this
     timeout_scale: float = 1.0
+    #: when set, every instance gets this many seconds instead (the scale is then ignored)
+    timeout: float | None = None
     #: worker processes at a time
     workers: int = 1
     #: verification method passed to ``verify``
@@ -243,6 +281,9 @@ class RunOptions:
     limit: int | None = None
     #: folder for the counterexample files of sat answers (None: <results stem>_ce beside it)
     ce_dir: str | None = None
+    #: how workers start: "forkserver" (default, safe), or "fork" (inherits the caller's state;
+    #: only for callers that have not used OpenMP threads, e.g. tests that replace the solver)
+    start_method: str = "forkserver"
 
 
 def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
@@ -267,7 +308,9 @@ def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
     if progress:
         progress(n_done, total, None)
     writer = ResultsWriter(results_path)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context(opt.start_method)
+    if opt.start_method == "forkserver":
+        ctx.set_forkserver_preload(PRELOAD)
     running: list[_Job] = []
     queue = list(todo)
     try:
@@ -296,15 +339,21 @@ def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
     return done_rows
 
 
+def instance_timeout(inst: Instance, opt: RunOptions) -> float:
+    """Seconds given to ``inst``: ``opt.timeout`` if set, else its own times ``timeout_scale``."""
+    return float(opt.timeout) if opt.timeout is not None else inst.timeout * opt.timeout_scale
+
+
 def _start(ctx, bench: Path, inst: Instance, opt: RunOptions, ce_dir: Path) -> _Job:
-    timeout = inst.timeout * opt.timeout_scale
+    timeout = instance_timeout(inst, opt)
     ce_path = ce_dir / f"{inst.name}.txt"
     if ce_path.exists():
         ce_path.unlink()
     ce_dir.mkdir(parents=True, exist_ok=True)
     parent, child = ctx.Pipe(duplex=False)
     args = (str(bench / inst.onnx), str(bench / inst.vnnlib), timeout, opt.method, str(ce_path))
-    proc = ctx.Process(target=_worker, args=(child, args, opt.memory_limit), daemon=True)
+    threads = max(1, (os.cpu_count() or 1) // max(1, opt.workers))
+    proc = ctx.Process(target=_worker, args=(child, args, opt.memory_limit, threads), daemon=True)
     proc.start()
     child.close()
     limit = timeout + opt.grace + opt.grace_share * timeout
@@ -323,7 +372,7 @@ def _wait_any(running: list[_Job]) -> None:
 def _collect(job: _Job, now: float, opt: RunOptions) -> Row | None:
     """The row of a finished, dead or overdue job, or None while it is still running."""
     inst = job.inst
-    timeout = inst.timeout * opt.timeout_scale
+    timeout = instance_timeout(inst, opt)
     if job.answer is None and job.conn.poll():
         try:
             job.answer = job.conn.recv()

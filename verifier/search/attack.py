@@ -19,7 +19,8 @@ Random restarts run in batches; every iterate whose float64 margin is ``<= 0`` i
 the original model (``verifier.search.replay.Replay``) and only a confirmed point is returned.
 
 Before PGD, ``probe`` evaluates the box centre, its corners (all of them when few) and uniform
-samples, which finds easy counterexamples in one batched forward pass.
+samples, which finds easy counterexamples in one batched forward pass; the samples of least
+margin become the starting points of half the first PGD batch.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 class AttackOptions:
     """Tuning knobs of the counterexample search (defaults in one place)."""
 
-    #: uniform random samples per case in the cheap probe
-    samples: int = 256
+    #: uniform random samples per case in the cheap probe (the best of them seed PGD)
+    samples: int = 1024
     #: box corners tried per case in the probe (all 2**n corners when that is no more)
     corners: int = 64
     #: PGD starts per batch (per case)
@@ -152,6 +153,7 @@ class _Search:
         self.rng = np.random.default_rng(options.seed)
         self.cases = [_CaseMargins(c) for c in spec.cases]
         self.best = np.inf
+        self.seeds = [None] * len(spec.cases)  # best probe points per case, to start PGD from
         self.evaluations = 0
         self.steps = 0
 
@@ -177,6 +179,8 @@ class _Search:
             self.evaluations += X.shape[0]
             cm = self.cases[ci]
             m = self._note(ci, X, cm.margins(cm.rows(y)))
+            order = np.argsort(m, kind="stable")
+            self.seeds[ci] = X[order[:max(1, self.opt.restarts // 2)]]
             cand = X[m <= 0]
             if cand.shape[0]:
                 ce = self.replay(cand[np.argsort(m[m <= 0])], case=ci)
@@ -192,6 +196,10 @@ class _Search:
         R = opt.restarts
         X = lo + width * self.rng.random((R, lo.shape[0]))
         X[0] = 0.5 * (lo + hi)
+        if self.seeds[ci] is not None:  # the first round starts half its runs at the probe's best
+            k = min(len(self.seeds[ci]), R - 1)
+            X[1:1 + k] = self.seeds[ci][:k]
+            self.seeds[ci] = None
         X = _project(X, case.input, opt.projection_sweeps)
         # half the starts untargeted (-1), the rest one conjunction each, round robin
         target = np.where(np.arange(R) % 2 == 0, -1, (np.arange(R) // 2) % cm.J)

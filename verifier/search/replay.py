@@ -2,16 +2,17 @@
 
 A candidate ``x`` becomes a counterexample only when all of these hold, with no tolerance:
 
-1. ``x`` is exactly representable in the model's input precision (float32 when the check runs
-   on the ONNX file), so that the point onnxruntime evaluates is the point we report;
+1. ``x`` is exactly representable in the model's input precision (the runner's ``dtype``:
+   float32 for most ONNX files), so that the point onnxruntime evaluates is the point we report;
 2. ``x`` lies in the input set of some case of the spec (box and linear constraints, checked in
    float64 on the reported value);
 3. ``y = f(x)`` computed by onnxruntime on the original ONNX file (or by the ``Network`` itself
    when no file is given) lies in an unsafe conjunction of that same case
    (``Spec.violated_by``).
 
-Candidates are first moved to the nearest float32 values inside the box (one ulp inward where
-rounding to nearest left the box); a box thinner than the float32 spacing yields no candidate.
+Candidates are first moved to the nearest values of that precision inside the box (one ulp
+inward where rounding to nearest left the box); a box thinner than the spacing of that precision
+yields no candidate.
 """
 from __future__ import annotations
 
@@ -23,19 +24,25 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def snap(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Round ``x`` (B, n) to values of ``dtype`` and move any that left ``[lower, upper]`` one
+    ulp (of ``dtype``) back inward. The result is float64 holding ``dtype``-representable
+    values; entries still outside the box (a box narrower than one ulp) are left for the
+    containment check to reject."""
+    dtype = np.dtype(dtype).type
+    xs = np.asarray(x, dtype=np.float64).astype(dtype)
+    lo = np.broadcast_to(lower, xs.shape)
+    hi = np.broadcast_to(upper, xs.shape)
+    above = xs.astype(np.float64) > hi
+    xs[above] = np.nextafter(xs[above], dtype(-np.inf))
+    below = xs.astype(np.float64) < lo
+    xs[below] = np.nextafter(xs[below], dtype(np.inf))
+    return xs.astype(np.float64)
+
+
 def snap_to_float32(x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """Round ``x`` (B, n) to float32 values and move any that left ``[lower, upper]`` one float32
-    ulp back inward. The result is float64 holding float32-representable values; rows that
-    still lie outside the box (a box narrower than one ulp) are left for the containment check
-    to reject."""
-    x32 = np.asarray(x, dtype=np.float64).astype(np.float32)
-    lo = np.broadcast_to(lower, x32.shape)
-    hi = np.broadcast_to(upper, x32.shape)
-    above = x32.astype(np.float64) > hi
-    x32[above] = np.nextafter(x32[above], np.float32(-np.inf))
-    below = x32.astype(np.float64) < lo
-    x32[below] = np.nextafter(x32[below], np.float32(np.inf))
-    return x32.astype(np.float64)
+    """``snap(x, lower, upper, np.float32)``."""
+    return snap(x, lower, upper, np.float32)
 
 
 @dataclass
@@ -52,16 +59,18 @@ class Replay:
     """Callable that confirms candidate counterexamples.
 
     ``Replay(spec, runner=None, net=None)``: ``runner`` is an ``OnnxRunner`` on the original
-    ONNX file (x (B, n) float64 -> y (B, m) float64, evaluated in the model's own precision);
-    without it ``net`` (a ``Network``, float64) computes ``y`` and candidates are not snapped to
-    float32. ``replay(X)`` with X (B, n) returns the first confirmed ``Counterexample`` or None.
-    ``calls`` and ``candidates`` count the work done."""
+    ONNX file (x (B, n) float64 -> y (B, m) float64, evaluated in the model's own precision,
+    ``runner.dtype``, float32 when the runner does not say); without it ``net`` (a ``Network``,
+    float64) computes ``y`` and candidates are used as they are. ``replay(X)`` with X (B, n)
+    returns the first confirmed ``Counterexample`` or None. ``calls`` and ``candidates`` count
+    the work done."""
 
     def __init__(self, spec, runner=None, net=None):
         if runner is None and net is None:
             raise ValueError("Replay needs an onnxruntime runner or a network")
         self.spec = spec
         self.runner = runner
+        self.dtype = np.dtype(getattr(runner, "dtype", np.float32)).type
         self.net = net
         self.calls = 0
         self.candidates = 0
@@ -78,11 +87,11 @@ class Replay:
     def _prepare(self, X: np.ndarray, case: int | None) -> np.ndarray:
         """Candidates in the model precision, each snapped into the box of every case it is
         tried against (one block of rows per case)."""
-        if self.runner is None:
+        if self.runner is None or self.dtype is np.float64:
             return X
         cases = range(len(self.spec.cases)) if case is None else [case]
-        blocks = [snap_to_float32(X, self.spec.cases[c].input.lower, self.spec.cases[c].input.upper)
-                  for c in cases]
+        blocks = [snap(X, self.spec.cases[c].input.lower, self.spec.cases[c].input.upper,
+                       self.dtype) for c in cases]
         return np.concatenate(blocks, axis=0)
 
     def __call__(self, X, case: int | None = None) -> Counterexample | None:
