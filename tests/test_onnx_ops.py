@@ -382,3 +382,9 @@ def test_normalisation_is_idempotent(tmp_path):
     assert kinds(net) == ["Reshape", "Linear"]
     again = normalize_network(net)
     assert kinds(again) == kinds(net)
+
+
+def test_nearest_resize_and_space_to_depth(tmp_path):
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="nearest"),
+             helper.make_node("SpaceToDepth", ["r"], ["y"], blocksize=2)]
+    agree(make(nodes, [1, 2, 3, 2], {"scales": np.float32([1, 1, 2, 2])}), tmp_path)

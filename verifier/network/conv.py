@@ -7,7 +7,9 @@ A 2-D window op (Conv, ConvTranspose, AvgPool, MaxPool) sees, for each output po
 
 ``im2col`` gathers these into ``cols[b, c, i, j, p, q]`` (one strided slice per kernel offset,
 so the cost is kh * kw array copies); ``col2im`` is its exact adjoint (scatter-add, then crop
-the padding). Products with the weights are then plain BLAS matmuls over the batch.
+the padding). Products with the weights are then one BLAS matrix product per group, over the
+whole batch at once (the ``channels_first`` layout): numpy's stacked ``matmul`` with a broadcast
+operand does not reach BLAS efficiently.
 All arrays are float64 with the batch axis first.
 """
 from __future__ import annotations
@@ -43,10 +45,12 @@ def pad_hw(x: np.ndarray, pads, value: float = 0.0) -> np.ndarray:
 
 
 def im2col(x: np.ndarray, kernel, stride, pads, dilation, value: float = 0.0,
-           out_hw: tuple[int, int] | None = None) -> np.ndarray:
+           out_hw: tuple[int, int] | None = None, channels_first: bool = False) -> np.ndarray:
     """Windows of ``x`` (B, C, H, W): ``cols`` (B, C, kh, kw, H', W') with
     ``cols[b, c, i, j, p, q] = xp[b, c, p sh + i dh, q sw + j dw]`` (``xp`` padded with ``value``).
-    ``out_hw`` fixes (H', W') (ConvTranspose uses it); by default it is ``window_shape``."""
+    ``channels_first`` lays them out as (C, kh, kw, B, H', W') instead, so that a convolution is
+    one matrix product ``W (M, C kh kw) @ cols (C kh kw, B H' W')``. ``out_hw`` fixes (H', W')
+    (ConvTranspose uses it); by default it is ``window_shape``."""
     kh, kw = kernel
     sh, sw = stride
     dh, dw = dilation
@@ -55,29 +59,45 @@ def im2col(x: np.ndarray, kernel, stride, pads, dilation, value: float = 0.0,
     Ho, Wo = out_hw
     xp = pad_hw(x, pads, value)
     B, C = x.shape[:2]
-    cols = np.empty((B, C, kh, kw, Ho, Wo), dtype=np.float64)
+    if channels_first:
+        xp = np.ascontiguousarray(xp.transpose(1, 0, 2, 3))
+        cols = np.empty((C, kh, kw, B, Ho, Wo), dtype=np.float64)
+    else:
+        cols = np.empty((B, C, kh, kw, Ho, Wo), dtype=np.float64)
     for i in range(kh):
         for j in range(kw):
             r0, c0 = i * dh, j * dw
-            cols[:, :, i, j] = xp[:, :, r0:r0 + sh * (Ho - 1) + 1:sh, c0:c0 + sw * (Wo - 1) + 1:sw]
+            window = xp[:, :, r0:r0 + sh * (Ho - 1) + 1:sh, c0:c0 + sw * (Wo - 1) + 1:sw]
+            if channels_first:
+                cols[:, i, j] = window
+            else:
+                cols[:, :, i, j] = window
     return cols
 
 
-def col2im(cols: np.ndarray, hw: tuple[int, int], stride, pads, dilation) -> np.ndarray:
-    """Adjoint of ``im2col`` (zero padding): ``cols`` (B, C, kh, kw, H', W') -> ``x`` (B, C, H, W)
-    with ``x[b, c, h, w] = sum over (i, j, p, q) hitting (h, w) of cols[b, c, i, j, p, q]``;
-    contributions that land in the padding are dropped."""
-    B, C, kh, kw, Ho, Wo = cols.shape
+def col2im(cols: np.ndarray, hw: tuple[int, int], stride, pads, dilation,
+           channels_first: bool = False) -> np.ndarray:
+    """Adjoint of ``im2col`` (zero padding): ``cols`` (B, C, kh, kw, H', W'), or (C, kh, kw, B,
+    H', W') if ``channels_first``, -> ``x`` (B, C, H, W) with ``x[b, c, h, w] = sum over
+    (i, j, p, q) hitting (h, w) of cols[b, c, i, j, p, q]``; contributions that land in the
+    padding are dropped."""
+    if channels_first:
+        C, kh, kw, B, Ho, Wo = cols.shape
+    else:
+        B, C, kh, kw, Ho, Wo = cols.shape
     sh, sw = stride
     dh, dw = dilation
     t, l, b, r = pads
     H, W = hw
-    xp = np.zeros((B, C, H + t + b, W + l + r), dtype=np.float64)
+    shape = (C, B) if channels_first else (B, C)
+    xp = np.zeros(shape + (H + t + b, W + l + r), dtype=np.float64)
     for i in range(kh):
         for j in range(kw):
             r0, c0 = i * dh, j * dw
-            xp[:, :, r0:r0 + sh * (Ho - 1) + 1:sh, c0:c0 + sw * (Wo - 1) + 1:sw] += cols[:, :, i, j]
-    return np.ascontiguousarray(xp[:, :, t:t + H, l:l + W])
+            xp[:, :, r0:r0 + sh * (Ho - 1) + 1:sh, c0:c0 + sw * (Wo - 1) + 1:sw] += (
+                cols[:, i, j] if channels_first else cols[:, :, i, j])
+    x = xp[:, :, t:t + H, l:l + W]
+    return np.ascontiguousarray(x.transpose(1, 0, 2, 3) if channels_first else x)
 
 
 def conv_transpose_shape(hw: tuple[int, int], kernel, stride, pads, output_padding,

@@ -157,40 +157,46 @@ class Conv(Op):
                                                  self.pads, self.dilation)
 
     def _cols(self, x):
-        """im2col of x grouped: (B, G, C/G * kh * kw, H' W') and (H', W')."""
-        cols = im2col(x, self.W.shape[2:], self.stride, self.pads, self.dilation)
-        B, _, _, _, Ho, Wo = cols.shape
-        return cols.reshape(B, self.groups, -1, Ho * Wo), (Ho, Wo)
+        """im2col of x, channels first and grouped: (G, C/G * kh * kw, B H' W'), and (H', W')."""
+        cols = im2col(x, self.W.shape[2:], self.stride, self.pads, self.dilation,
+                      channels_first=True)
+        Ho, Wo = cols.shape[-2:]
+        return cols.reshape(self.groups, -1, x.shape[0] * Ho * Wo), (Ho, Wo)
 
     def _Wg(self):
         """Weights grouped: (G, M/G, C/G * kh * kw)."""
         return self.W.reshape(self.groups, self.W.shape[0] // self.groups, -1)
 
+    def _g(self, g):
+        """The output gradient grouped: (G, M/G, B H' W')."""
+        B, M, Ho, Wo = g.shape
+        return np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(self.groups, M // self.groups,
+                                                                      B * Ho * Wo)
+
     def forward(self, x):
         """``y[m, p, q] = b[m] + sum_{c in group(m), i, j} W[m, c, i, j] xp[c, p sh + i dh,
-        q sw + j dw]`` via im2col and one batched matmul per group."""
+        q sw + j dw]`` via im2col and one matrix product per group over the whole batch."""
         cols, (Ho, Wo) = self._cols(x)
-        y = np.matmul(self._Wg(), cols)
-        return y.reshape(x.shape[0], self.W.shape[0], Ho, Wo) + self.b[:, None, None]
+        y = np.matmul(self._Wg(), cols)                        # (G, M/G, B H' W')
+        y = y.reshape(self.W.shape[0], x.shape[0], Ho, Wo).transpose(1, 0, 2, 3)
+        return y + self.b[:, None, None]
 
     def vjp(self, xs, y, g):
         """``dx = col2im(W_g^T g)``."""
         x = xs[0]
         B, M, Ho, Wo = g.shape
-        gg = g.reshape(B, self.groups, M // self.groups, Ho * Wo)
-        gcols = np.matmul(self._Wg().transpose(0, 2, 1), gg)
+        gcols = np.matmul(self._Wg().transpose(0, 2, 1), self._g(g))
         kh, kw = self.W.shape[2:]
-        gcols = gcols.reshape(B, x.shape[1], kh, kw, Ho, Wo)
-        return [col2im(gcols, x.shape[2:], self.stride, self.pads, self.dilation)]
+        gcols = gcols.reshape(x.shape[1], kh, kw, B, Ho, Wo)
+        return [col2im(gcols, x.shape[2:], self.stride, self.pads, self.dilation,
+                       channels_first=True)]
 
     def param_vjp(self, xs, y, g):
-        """``dW_g = sum_b g_g cols_g^T``, ``db = sum over b, p, q of g``."""
-        cols, (Ho, Wo) = self._cols(xs[0])
-        B, M = g.shape[:2]
-        G = self.groups
-        gg = g.reshape(B, G, M // G, Ho * Wo).transpose(1, 2, 0, 3).reshape(G, M // G, -1)
-        cc = cols.transpose(1, 0, 3, 2).reshape(G, B * Ho * Wo, -1)
-        return {"W": np.matmul(gg, cc).reshape(self.W.shape), "b": g.sum(axis=(0, 2, 3))}
+        """``dW_g = g_g cols_g^T`` (summed over the batch by the product), ``db = sum over b, p, q
+        of g``."""
+        cols, _ = self._cols(xs[0])
+        dW = np.matmul(self._g(g), cols.transpose(0, 2, 1))
+        return {"W": dW.reshape(self.W.shape), "b": g.sum(axis=(0, 2, 3))}
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,37 +232,42 @@ class ConvTranspose(Op):
         """Weights grouped: (G, C/G, M/G * kh * kw)."""
         return self.W.reshape(self.groups, self.W.shape[0] // self.groups, -1)
 
+    def _x(self, x):
+        """The input channels first and grouped: (G, C/G, B H W)."""
+        B, C, H, W = x.shape
+        return np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(self.groups, C // self.groups,
+                                                                      B * H * W)
+
     def forward(self, x):
         """The adjoint of a convolution: ``y[m, p sh + i dh - pt, q sw + j dw - pl] +=
         W[c, m, i, j] x[c, p, q]`` (c in the group of m), plus ``b[m]``: ``col2im(W_g^T x)``."""
         B, C, H, W = x.shape
-        G = self.groups
-        cols = np.matmul(self._Wg().transpose(0, 2, 1), x.reshape(B, G, C // G, H * W))
+        cols = np.matmul(self._Wg().transpose(0, 2, 1), self._x(x))    # (G, M/G kh kw, B H W)
         kh, kw = self.W.shape[2:]
-        cols = cols.reshape(B, self.W.shape[1] * G, kh, kw, H, W)
+        cols = cols.reshape(self.W.shape[1] * self.groups, kh, kw, B, H, W)
         out_hw = self.output_shape(x.shape[1:])[1:]
-        y = col2im(cols, out_hw, self.stride, self.pads, self.dilation)
+        y = col2im(cols, out_hw, self.stride, self.pads, self.dilation, channels_first=True)
         return y + self.b[:, None, None]
 
     def _gcols(self, x, g):
-        """im2col of g over x's positions, grouped: (B, G, M/G * kh * kw, H W)."""
+        """im2col of g over x's positions, channels first and grouped: (G, M/G kh kw, B H W)."""
         gcols = im2col(g, self.W.shape[2:], self.stride, self.pads, self.dilation,
-                       out_hw=x.shape[2:])
-        return gcols.reshape(g.shape[0], self.groups, -1, x.shape[2] * x.shape[3])
+                       out_hw=x.shape[2:], channels_first=True)
+        return gcols.reshape(self.groups, -1, x.shape[0] * x.shape[2] * x.shape[3])
 
     def vjp(self, xs, y, g):
         """``dx = W_g im2col(g)`` (a convolution of g)."""
         x = xs[0]
-        return [np.matmul(self._Wg(), self._gcols(x, g)).reshape(x.shape)]
+        B, C, H, W = x.shape
+        dx = np.matmul(self._Wg(), self._gcols(x, g))                 # (G, C/G, B H W)
+        return [np.ascontiguousarray(dx.reshape(C, B, H, W).transpose(1, 0, 2, 3))]
 
     def param_vjp(self, xs, y, g):
-        """``dW_g = sum_b x_g im2col(g)_g^T``, ``db = sum over b, p, q of g``."""
+        """``dW_g = x_g im2col(g)_g^T`` (summed over the batch by the product), ``db = sum over
+        b, p, q of g``."""
         x = xs[0]
-        B, C, H, W = x.shape
-        G = self.groups
-        gc = self._gcols(x, g).transpose(1, 0, 3, 2).reshape(G, B * H * W, -1)
-        xg = x.reshape(B, G, C // G, H * W).transpose(1, 2, 0, 3).reshape(G, C // G, -1)
-        return {"W": np.matmul(xg, gc).reshape(self.W.shape), "b": g.sum(axis=(0, 2, 3))}
+        dW = np.matmul(self._x(x), self._gcols(x, g).transpose(0, 2, 1))
+        return {"W": dW.reshape(self.W.shape), "b": g.sum(axis=(0, 2, 3))}
 
 
 @dataclass(frozen=True, eq=False)
