@@ -1,9 +1,9 @@
 """From the atoms and ``and``/``or`` tree of a property to a ``Spec``: disjunctive normal form.
 
 Both readers (VNN-LIB 1.0 and 2.0) hand over the same thing: a table of *atoms*, each a linear
-inequality ``sum_k a_k v_k <= r`` over either the inputs or the outputs (never both), and a
-formula tree of ``and``/``or`` nodes over them. The conjunction of all asserts is put in
-disjunctive normal form (DNF)
+inequality ``sum_k a_k v_k <= r`` (or ``< r``, *strict*) over either the inputs or the outputs
+(never both), and a formula tree of ``and``/``or`` nodes over them. The conjunction of all
+asserts is put in disjunctive normal form (DNF)
 
     and(F_1, ..., F_k) = or over (t_1, ..., t_k) in DNF(F_1) x ... x DNF(F_k) of t_1 + ... + t_k
 
@@ -22,7 +22,13 @@ atom's right-hand side is rounded *up* (the set can only grow, never shrink), an
 that float64 cannot hold exactly is refused. An input atom with a single nonzero coefficient,
 ``a x_i <= r``, becomes a box bound ``x_i <= r/a`` (``a > 0``) or ``x_i >= r/a`` (``a < 0``)
 rounded outward; when the quotient is not exact the row itself is kept in ``A`` as well, so the
-input set is exactly the written one. ``normalize`` applies the same rules to a ``Spec``.
+input set is exactly the written one.
+
+Strictness. A strict atom gives a row flagged ``strict`` (``Conjunction.strict``,
+``InputSet.strict``) with the same data as the non-strict one, right-hand side rounded up as
+above; ``=`` gives two non-strict rows. A strict input atom on one variable also bounds the
+(closed) box as above, and is always kept as a row of ``A`` as well, so ``InputSet.contains``
+excludes the boundary. ``normalize`` applies the same rules to a ``Spec``.
 """
 from __future__ import annotations
 
@@ -124,54 +130,58 @@ def linear_scale(term, k) -> tuple[dict, Fraction]:
 
 
 class Atoms:
-    """The table of atoms ``sum_k coefs[k] * v[vars[k]] <= rhs`` of one property.
+    """The table of atoms ``sum_k coefs[k] * v[vars[k]] <= rhs`` (``< rhs`` when strict).
 
-    ``data[a]`` is ``(kind, vars, coefs, rhs, pos, box_var, box_upper, box_val, in_row)``:
-    ``kind`` is ``INPUT`` or ``OUTPUT`` (``vars`` index the flat input or output); an input
-    atom that bounds one variable has ``box_var >= 0`` and says whether it is also a row of
-    ``A`` (``in_row``).
+    ``data[a]`` is ``(kind, vars, coefs, rhs, pos, box_var, box_upper, box_val, in_row,
+    strict)``: ``kind`` is ``INPUT`` or ``OUTPUT`` (``vars`` index the flat input or output); an
+    input atom that bounds one variable has ``box_var >= 0`` and says whether it is also a row
+    of ``A`` (``in_row``, always for a strict atom).
     """
 
     def __init__(self, source: Source):
         self.source = source
         self.data: list[tuple] = []
 
-    def _push(self, kind, vars_, coefs, rhs, pos, box=(-1, False, 0.0), row=True) -> int:
-        self.data.append((kind, vars_, coefs, rhs, pos, box[0], box[1], box[2], row))
+    def _push(self, kind, vars_, coefs, rhs, pos, box=(-1, False, 0.0), row=True,
+              strict=False) -> int:
+        self.data.append((kind, vars_, coefs, rhs, pos, box[0], box[1], box[2], row, strict))
         return len(self.data) - 1
 
-    def bound(self, i: int, upper: bool, value: float, pos: int) -> int:
-        """The input atom ``x_i <= value`` (``upper``) or ``x_i >= value``; exact."""
+    def bound(self, i: int, upper: bool, value: float, pos: int, strict: bool = False) -> int:
+        """The input atom ``x_i <= value`` (``upper``) or ``x_i >= value`` (``<``/``>`` when
+        ``strict``); exact."""
         data = self.data
         if upper:
-            data.append((INPUT, (i,), (1.0,), value, pos, i, True, value, False))
+            data.append((INPUT, (i,), (1.0,), value, pos, i, True, value, strict, strict))
         else:
-            data.append((INPUT, (i,), (-1.0,), -value, pos, i, False, value, False))
+            data.append((INPUT, (i,), (-1.0,), -value, pos, i, False, value, strict, strict))
         return len(data) - 1
 
     def row(self, kind: int, vars_: tuple[int, ...], coefs: tuple[float, ...], rhs: float,
-            pos: int) -> int:
-        """The atom ``coefs . v[vars] <= rhs`` with float64 data (exact as given)."""
+            pos: int, strict: bool = False) -> int:
+        """The atom ``coefs . v[vars] <= rhs`` (``<`` when ``strict``) with float64 data (exact
+        as given)."""
         if kind == INPUT:
             nz = [k for k, a in enumerate(coefs) if a != 0.0]
             if len(nz) == 1:
                 k = nz[0]
                 upper, value, exact = single_bound(coefs[k], rhs)
                 return self._push(INPUT, vars_, coefs, rhs, pos, (vars_[k], upper, value),
-                                  not exact)
-        return self._push(kind, vars_, coefs, rhs, pos)
+                                  strict or not exact, strict)
+        return self._push(kind, vars_, coefs, rhs, pos, strict=strict)
 
     def linear(self, coefs: dict[tuple[int, int], Fraction], rhs: Fraction, pos: int,
-               name=str) -> int:
-        """The atom ``sum coefs[v] v <= rhs`` with exact rational data; returns an atom id.
+               name=str, strict: bool = False) -> int:
+        """The atom ``sum coefs[v] v <= rhs`` (``< rhs`` when ``strict``) with exact rational
+        data; returns an atom id.
 
         Keys of ``coefs`` are ``(kind, index)``. A form with no variable is evaluated (``TRUE``
         or ``FALSE``); one that mixes inputs and outputs is a ``SpecError``; ``rhs`` is rounded
-        up; a coefficient that is not a float64 is a ``SpecError``.
+        up (the flag kept); a coefficient that is not a float64 is a ``SpecError``.
         """
         kinds = {k for k, _ in coefs}
         if not kinds:
-            return TRUE if 0 <= rhs else FALSE
+            return TRUE if (0 < rhs if strict else 0 <= rhs) else FALSE
         if len(kinds) == 2:
             x = next(name(v) for v in coefs if v[0] == INPUT)
             y = next(name(v) for v in coefs if v[0] == OUTPUT)
@@ -189,7 +199,8 @@ class Atoms:
                                              "as one number")
             fcoefs.append(f)
         kind = kinds.pop()
-        return self.row(kind, tuple(i for _, i in coefs), tuple(fcoefs), round_up(rhs), pos)
+        return self.row(kind, tuple(i for _, i in coefs), tuple(fcoefs), round_up(rhs), pos,
+                        strict)
 
 
 class DnfBuilder:
@@ -293,7 +304,7 @@ def build_spec(atoms: Atoms, dnf: DnfBuilder, terms, n_inputs: int, n_outputs: i
     ``name((kind, index))`` names a variable for messages; ``default_pos`` locates errors of
     terms with no atom. Every input needs a finite lower and upper bound in every case.
     """
-    cols = list(zip(*atoms.data)) or [()] * 9
+    cols = list(zip(*atoms.data)) or [()] * 10
     kind = np.asarray(cols[0], dtype=np.int8)
     box_var = np.asarray(cols[5], dtype=np.int64)
     box_upper = np.asarray(cols[6], dtype=bool)
@@ -321,7 +332,7 @@ def build_spec(atoms: Atoms, dnf: DnfBuilder, terms, n_inputs: int, n_outputs: i
         ids = np.fromiter(itertools.chain.from_iterable(parts(c)[0] for c in key), dtype=np.int64)
         pos = atoms.data[first][4] if first is not None else default_pos
         inp = _input_set(atoms, ids, box_var, box_upper, box_val, in_row, n_inputs, name, pos)
-        k = _key(inp.lower, inp.upper, inp.A, inp.b)
+        k = _key(inp.lower, inp.upper, inp.A, inp.b, inp.strict)
         if k not in cases:
             cases[k] = (inp, [])
         for out in outs:
@@ -356,7 +367,8 @@ def _input_set(atoms, ids, box_var, box_upper, box_val, in_row, n, name, pos) ->
     for r, a in enumerate(rows):
         A[r, list(atoms.data[a][1])] = atoms.data[a][2]
     b = np.array([atoms.data[a][3] for a in rows], dtype=np.float64)
-    return InputSet(lower, upper, A, b)
+    strict = np.array([atoms.data[a][9] for a in rows], dtype=bool)
+    return InputSet(lower, upper, A, b, strict)
 
 
 def _conjunction(atoms: Atoms, out: tuple[int, ...], m: int) -> Conjunction:
@@ -364,14 +376,16 @@ def _conjunction(atoms: Atoms, out: tuple[int, ...], m: int) -> Conjunction:
     for r, a in enumerate(out):
         C[r, list(atoms.data[a][1])] = atoms.data[a][2]
     d = np.array([atoms.data[a][3] for a in out], dtype=np.float64)
-    return Conjunction(C, d)
+    strict = np.array([atoms.data[a][9] for a in out], dtype=bool)
+    return Conjunction(C, d, strict)
 
 
 def normalize(spec: Spec) -> Spec:
     """The normal form of ``spec``: what ``read_vnnlib(write_vnnlib(spec))`` returns.
 
     Same sets, same semantics: a row of ``A`` with a single nonzero coefficient becomes a box
-    bound (kept as a row too when the bound had to be rounded, see ``single_bound``); cases
+    bound (kept as a row too when the bound had to be rounded, see ``single_bound``, or the row
+    is strict); cases
     with the same input set are merged (conjunctions concatenated, first appearance first);
     cases with no unsafe conjunction (never violated) are dropped.
     """
@@ -380,7 +394,7 @@ def normalize(spec: Spec) -> Spec:
         if not case.unsafe:
             continue
         inp = _normalize_input(case.input)
-        k = _key(inp.lower, inp.upper, inp.A, inp.b)
+        k = _key(inp.lower, inp.upper, inp.A, inp.b, inp.strict)
         merged.setdefault(k, (inp, []))[1].extend(case.unsafe)
     return Spec(tuple(Case(inp, tuple(c)) for inp, c in merged.values()), spec.n_inputs,
                 spec.n_outputs, source=spec.source)
@@ -402,8 +416,8 @@ def _normalize_input(inp: InputSet) -> InputSet:
             upper[i] = min(upper[i], value)
         else:
             lower[i] = max(lower[i], value)
-        if not exact:
+        if not exact or inp.strict[r]:
             keep.append(r)
     if not keep:
         return InputSet(lower, upper)
-    return InputSet(lower, upper, inp.A[keep], inp.b[keep])
+    return InputSet(lower, upper, inp.A[keep], inp.b[keep], inp.strict[keep])

@@ -10,10 +10,10 @@ the asserts become ``Case``s.
 Semantics chosen, and why they are safe for proofs:
 
 * ``=`` is two inequalities ``<=`` and ``>=``.
-* Strict ``<`` and ``>`` are read as ``<=`` and ``>=``: the input set and the unsafe output set
-  can only grow (by their boundary), so ``unsat`` (no violation in the larger sets) still proves
-  the written property. A counterexample found exactly on such a boundary would satisfy the
-  closed version only; VNN-COMP properties do not depend on that difference.
+* Strict ``<`` and ``>`` give rows flagged ``strict`` (``spec.Conjunction.strict``,
+  ``spec.InputSet.strict``): bounding code may read them as ``<=`` (a larger set: ``unsat``
+  still proves the written property), while the membership tests that confirm a counterexample
+  apply ``<``, so a point exactly on a strict boundary is not reported as a violation.
 * A numeric literal is the float64 nearest to it; linear forms are folded exactly and their
   right-hand sides rounded outward (``normal_form``).
 
@@ -273,6 +273,7 @@ class _Reader1:
         """The formula ``a op b``: one atom id (``=``: an ``and`` of two)."""
         if op == "=":
             return ("and", pos, [self._compare("<=", a, b, pos), self._compare(">=", a, b, pos)])
+        strict = op == "<" or op == ">"
         if op == ">=" or op == ">":
             a, b = b, a  # a >= b  <=>  b <= a
         if type(a) is int and type(b) is int:  # fast path: a variable and a number
@@ -280,18 +281,18 @@ class _Reader1:
             vb = self.declared.get(self.toks[b])
             if va is not None and vb is None:  # v <= c
                 if va[0] == INPUT:
-                    return self.atoms.bound(va[1], True, self._number(b), pos)
-                return self.atoms.row(OUTPUT, (va[1],), (1.0,), self._number(b), pos)
+                    return self.atoms.bound(va[1], True, self._number(b), pos, strict)
+                return self.atoms.row(OUTPUT, (va[1],), (1.0,), self._number(b), pos, strict)
             if va is None and vb is not None:  # c <= v  <=>  -v <= -c
                 if vb[0] == INPUT:
-                    return self.atoms.bound(vb[1], False, self._number(a), pos)
-                return self.atoms.row(OUTPUT, (vb[1],), (-1.0,), -self._number(a), pos)
+                    return self.atoms.bound(vb[1], False, self._number(a), pos, strict)
+                return self.atoms.row(OUTPUT, (vb[1],), (-1.0,), -self._number(a), pos, strict)
         la, ca = self._linear(a)
         lb, cb = self._linear(b)
         coefs = dict(la)
         for v, c in lb.items():
             coefs[v] = coefs.get(v, 0) - c
-        return self.atoms.linear(coefs, cb - ca, pos, self._name)
+        return self.atoms.linear(coefs, cb - ca, pos, self._name, strict)
 
     def _linear(self, node) -> tuple[dict, Fraction]:
         """A linear term as ({(kind, index): coefficient}, constant), exactly (rationals)."""

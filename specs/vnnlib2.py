@@ -6,8 +6,8 @@ asserts over tensor elements ``X[0,3]``. The reference parser checks syntax, sco
 and types; this module walks its syntax tree into the same atoms and ``and``/``or`` formula as
 the 1.0 reader (``specs.normal_form``), with each tensor flattened row-major
 (``X[i,j]`` of shape ``[p,q]`` is flat input ``i*q + j``). Semantics as in ``specs.vnnlib``:
-``==`` is two inequalities, ``<``/``>`` are read as ``<=``/``>=`` (a larger set: safe for
-proofs), literals are their nearest float64, linear forms are folded exactly.
+``==`` is two inequalities, ``<``/``>`` give strict rows (closed for bounding, ``<`` when a
+counterexample is confirmed), literals are their nearest float64, linear forms are folded exactly.
 
 Not supported yet (each raises a ``SpecError`` that names it): several networks (and so
 ``equal-to``/``isomorphic-to``), hidden-node definitions (``declare-hidden``), several input
@@ -180,10 +180,14 @@ class _Walker:
             return ("or", self._pos(e), [self._bool(a) for a in e.args])
         lhs, rhs = e.lhs, e.rhs
         pos = self._pos(lhs)
-        if isinstance(e, v.LessEqual) or isinstance(e, v.LessThan):
+        if isinstance(e, v.LessEqual):
             return self._le(lhs, rhs, pos)
-        if isinstance(e, v.GreaterEqual) or isinstance(e, v.GreaterThan):
+        if isinstance(e, v.LessThan):
+            return self._le(lhs, rhs, pos, strict=True)
+        if isinstance(e, v.GreaterEqual):
             return self._le(rhs, lhs, pos)
+        if isinstance(e, v.GreaterThan):
+            return self._le(rhs, lhs, pos, strict=True)
         if isinstance(e, v.Equal):
             return ("and", pos, [self._le(lhs, rhs, pos), self._le(rhs, lhs, pos)])
         if isinstance(e, v.NotEqual):
@@ -191,27 +195,27 @@ class _Walker:
                                       "inequalities); write it as (or (< a b) (> a b))")
         raise self.src.error(pos, f"unsupported formula {str(e).strip()}")
 
-    def _le(self, lhs, rhs, pos: int) -> int:
-        """The atom ``lhs <= rhs``."""
+    def _le(self, lhs, rhs, pos: int, strict: bool = False) -> int:
+        """The atom ``lhs <= rhs`` (``lhs < rhs`` when ``strict``)."""
         v = self.v
         if isinstance(lhs, v.Var) and isinstance(rhs, v.Literal):  # fast path: x <= c
             kind, i = self._var(lhs, pos)
             value = self._literal(rhs, pos)
             if kind == INPUT:
-                return self.atoms.bound(i, True, value, pos)
-            return self.atoms.row(OUTPUT, (i,), (1.0,), value, pos)
+                return self.atoms.bound(i, True, value, pos, strict)
+            return self.atoms.row(OUTPUT, (i,), (1.0,), value, pos, strict)
         if isinstance(lhs, v.Literal) and isinstance(rhs, v.Var):  # fast path: c <= x
             kind, i = self._var(rhs, pos)
             value = self._literal(lhs, pos)
             if kind == INPUT:
-                return self.atoms.bound(i, False, value, pos)
-            return self.atoms.row(OUTPUT, (i,), (-1.0,), -value, pos)
+                return self.atoms.bound(i, False, value, pos, strict)
+            return self.atoms.row(OUTPUT, (i,), (-1.0,), -value, pos, strict)
         la, ca = self._linear(lhs, pos)
         lb, cb = self._linear(rhs, pos)
         coefs = dict(la)
         for var, c in lb.items():
             coefs[var] = coefs.get(var, 0) - c
-        return self.atoms.linear(coefs, cb - ca, pos, self._name)
+        return self.atoms.linear(coefs, cb - ca, pos, self._name, strict)
 
     def _var(self, e, pos: int) -> tuple[int, int]:
         """``(kind, flat row-major index)`` of a tensor element."""

@@ -11,7 +11,8 @@ already in that form.
 
 A row ``c . v <= r`` is written as ``(<= Y_a Y_b)`` when it is ``y_a - y_b <= 0``, as
 ``(<= Y_j r)``/``(>= Y_j -r)`` for ``c = +-e_j``, and as ``(<= (+ (* c_k V_k) ...) r)`` otherwise
-(zero coefficients left out; an all-zero row as ``(* 0.0 V_0)``). A conjunction with no rows
+(zero coefficients left out; an all-zero row as ``(* 0.0 V_0)``); a strict row is written the
+same way with ``<``/``>``. A conjunction with no rows
 (every output is unsafe) is written as ``(and)``, and a spec with no case as ``(assert false)``;
 other tools may not read those two degenerate forms.
 """
@@ -51,14 +52,14 @@ def format_vnnlib(spec: Spec) -> str:
         if not (len(case.unsafe) == 1 and case.unsafe[0].C.shape[0] == 0):
             w("\n(assert (or\n")
             for conj in case.unsafe:
-                w(f"    (and {' '.join(_rows(conj.C, conj.d, 'Y'))})\n")
+                w(f"    (and {' '.join(_rows(conj.C, conj.d, 'Y', conj.strict))})\n")
             w("))\n")
     else:
         w("(assert (or\n")
         for case in cases:
             box = " ".join(_input_atoms(case.input))
             for conj in case.unsafe:
-                w(f"    (and {' '.join([box] + _rows(conj.C, conj.d, 'Y'))})\n")
+                w(f"    (and {' '.join([box] + _rows(conj.C, conj.d, 'Y', conj.strict))})\n")
         w("))\n")
     return out.getvalue()
 
@@ -96,28 +97,29 @@ def _input_atoms(inp: InputSet) -> list[str]:
         atoms.append(f"(>= X_{i} {_num(lo)})")
         atoms.append(f"(<= X_{i} {_num(hi)})")
     if inp.A is not None:
-        atoms += _rows(inp.A, inp.b, "X")
+        atoms += _rows(inp.A, inp.b, "X", inp.strict)
     return atoms
 
 
-def _rows(M: np.ndarray, r: np.ndarray, letter: str) -> list[str]:
-    """Atoms ``M[k] . v <= r[k]`` over variables ``{letter}_i``."""
+def _rows(M: np.ndarray, r: np.ndarray, letter: str, strict: np.ndarray) -> list[str]:
+    """Atoms ``M[k] . v <= r[k]`` (``<`` where ``strict[k]``) over variables ``{letter}_i``."""
     atoms = []
-    for row, rhs in zip(M, r.tolist()):
+    for row, rhs, s in zip(M, r.tolist(), strict.tolist()):
+        le, ge = ("<", ">") if s else ("<=", ">=")
         nz = np.flatnonzero(row)
         vals = row[nz].tolist()
         if len(nz) == 2 and rhs == 0.0 and sorted(vals) == [-1.0, 1.0]:
             a, b = (nz[0], nz[1]) if vals[0] == 1.0 else (nz[1], nz[0])
-            atoms.append(f"(<= {letter}_{a} {letter}_{b})")
+            atoms.append(f"({le} {letter}_{a} {letter}_{b})")
         elif len(nz) == 1 and vals[0] == 1.0:
-            atoms.append(f"(<= {letter}_{nz[0]} {_num(rhs)})")
+            atoms.append(f"({le} {letter}_{nz[0]} {_num(rhs)})")
         elif len(nz) == 1 and vals[0] == -1.0:
-            atoms.append(f"(>= {letter}_{nz[0]} {_num(-rhs)})")
+            atoms.append(f"({ge} {letter}_{nz[0]} {_num(-rhs)})")
         elif len(nz) == 0:
-            atoms.append(f"(<= (* 0.0 {letter}_0) {_num(rhs)})")
+            atoms.append(f"({le} (* 0.0 {letter}_0) {_num(rhs)})")
         else:
             terms = [f"(* {_num(c)} {letter}_{i})" for i, c in zip(nz, vals)]
             lhs = terms[0] if len(terms) == 1 else f"(+ {' '.join(terms)})"
-            atoms.append(f"(<= {lhs} {_num(rhs)})")
+            atoms.append(f"({le} {lhs} {_num(rhs)})")
     return atoms
 

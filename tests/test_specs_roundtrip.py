@@ -51,6 +51,27 @@ def test_degenerate_specs_round_trip():
     assert parse_vnnlib(format_vnnlib(nothing)) == nothing
 
 
+def test_strict_rows_round_trip_and_are_part_of_equality():
+    inp = InputSet([0.0, -1.0], [1.0, 1.0], [[1.0, 0.0], [1.0, -2.0], [0.0, 3.0]],
+                   [0.5, 0.25, 1.0], [True, True, False])
+    conj = Conjunction([[1.0, -1.0], [0.0, -1.0], [2.0, 3.0], [0.0, 0.0]], [0.0, 0.5, 1.0, 1.0],
+                       [True, True, True, False])
+    spec = normalize(Spec((Case(inp, (conj,)),), 2, 2))
+    assert spec.cases[0].input.strict.tolist() == [True, True, False]  # strict bounds stay rows
+    assert spec.cases[0].input.upper[0] == 0.5
+    text = format_vnnlib(spec)
+    assert "(< X_0 0.5)" in text and "(< Y_0 Y_1)" in text and "(> Y_1 -0.5)" in text
+    assert parse_vnnlib(text) == spec
+    assert Conjunction(conj.C, conj.d) != conj
+    assert Conjunction(conj.C, conj.d) == Conjunction(conj.C, conj.d, [False] * 4)
+    assert InputSet(inp.lower, inp.upper, inp.A, inp.b) != inp
+    with pytest.raises(ValueError, match="strict"):
+        Conjunction(conj.C, conj.d, [True])
+    with pytest.raises(ValueError, match="strict"):
+        InputSet([0.0], [1.0], strict=[True])
+    assert not conj.strict.flags.writeable
+
+
 finite = st.floats(allow_nan=False, allow_infinity=False)
 coef = st.one_of(st.sampled_from([0.0, 1.0, -1.0, 2.0, -0.5]), finite)
 
@@ -64,17 +85,19 @@ def specs_(draw):
         lower = draw(st.lists(finite, min_size=n, max_size=n))
         upper = draw(st.lists(finite, min_size=n, max_size=n))
         k = draw(st.integers(0, 2))
-        A = b = None
+        A = b = strict = None
         if k:
             A = [draw(st.lists(coef, min_size=n, max_size=n)) for _ in range(k)]
             b = draw(st.lists(finite, min_size=k, max_size=k))
+            strict = draw(st.lists(st.booleans(), min_size=k, max_size=k))
         conjs = []
         for _ in range(draw(st.integers(0, 3))):
             rows = draw(st.integers(0, 3))
             C = np.array([draw(st.lists(coef, min_size=m, max_size=m)) for _ in range(rows)])
             d = draw(st.lists(finite, min_size=rows, max_size=rows))
-            conjs.append(Conjunction(C.reshape(rows, m), d))
-        cases.append(Case(InputSet(lower, upper, A, b), tuple(conjs)))
+            flags = draw(st.lists(st.booleans(), min_size=rows, max_size=rows))
+            conjs.append(Conjunction(C.reshape(rows, m), d, flags))
+        cases.append(Case(InputSet(lower, upper, A, b, strict), tuple(conjs)))
     if cases and draw(st.booleans()):
         cases.append(cases[0])  # a repeated input set: merged by the normal form
     return Spec(tuple(cases), n, m)

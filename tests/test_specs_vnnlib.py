@@ -125,7 +125,41 @@ def test_strict_and_equal_comparisons_and_reversed_operands():
     (case,) = spec.cases
     np.testing.assert_array_equal(case.input.lower, [-0.5, 0.25])
     np.testing.assert_array_equal(case.input.upper, [1.0, 0.25])
+    np.testing.assert_array_equal(case.input.A, [[1.0, 0.0], [-1.0, 0.0]])  # the strict bounds
+    np.testing.assert_array_equal(case.input.b, [1.0, 0.5])
+    np.testing.assert_array_equal(case.input.strict, [True, True])
     np.testing.assert_array_equal(case.unsafe[0].C, [[1.0, -1.0]])
+    np.testing.assert_array_equal(case.unsafe[0].strict, [True])
+
+
+@pytest.mark.parametrize("op,on_boundary", [("<", False), ("<=", True), (">", False),
+                                            (">=", True)])
+def test_output_exactly_on_a_strict_boundary_is_not_a_violation(op, on_boundary):
+    # a ReLU output exactly 0 against (assert (< Y_0 0)): not in the written unsafe set
+    spec = parse_vnnlib(HEAD2 + BOX2 + f"(assert ({op} Y_0 0))")
+    x = np.zeros(2)
+    assert spec.violated_by(x, [0.0, 0.0])[0] == on_boundary
+    inside = -1e-300 if op in ("<", "<=") else 1e-300
+    assert spec.violated_by(x, [inside, 0.0])[0]
+    assert spec.cases[0].unsafe[0].strict.tolist() == [op in ("<", ">")]
+
+
+def test_strict_linear_rows_inputs_and_constant_atoms():
+    spec = parse_vnnlib(HEAD2 + BOX2 + "(assert (< (* 3.0 X_1) 1.0))\n(assert (< 0 1))\n"
+                        "(assert (< (- Y_0 Y_1) 0.5))\n(assert (> (+ Y_0 Y_1) 0.1))")
+    (case,) = spec.cases
+    assert Fraction(case.input.upper[1]) > Fraction(1, 3)  # closed box, rounded outward
+    np.testing.assert_array_equal(case.input.strict, [True])
+    third = 1 / 3  # in the box, and 3 * third rounds to exactly 1.0: on the strict boundary
+    assert third <= case.input.upper[1] and 3.0 * third == 1.0
+    assert not case.input.contains([0.0, third])[0]
+    assert case.input.contains([0.0, 0.25])[0]
+    (conj,) = case.unsafe
+    np.testing.assert_array_equal(conj.C, [[1.0, -1.0], [-1.0, -1.0]])
+    np.testing.assert_array_equal(conj.strict, [True, True])
+    assert not conj.holds([0.5, 0.0])[0] and not conj.holds([0.05, 0.05])[0]
+    assert conj.holds([0.3, 0.0])[0]
+    assert parse_vnnlib(HEAD2 + BOX2 + "(assert (< 0 0))\n(assert (>= Y_0 0))").cases == ()
 
 
 def test_linear_terms_fold_exactly_and_round_outward():

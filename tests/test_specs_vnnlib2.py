@@ -26,15 +26,35 @@ def test_tensor_indices_flatten_row_major_with_linear_terms():
     assert (spec.n_inputs, spec.n_outputs) == (4, 3)
     (case,) = spec.cases
     np.testing.assert_array_equal(case.input.lower, [0.0, -1.0, 0.25, -0.5])
-    np.testing.assert_array_equal(case.input.upper, [1.0, 1.0, 0.25, 0.5])  # < read as <=
-    np.testing.assert_array_equal(case.input.A, [[1.0, 1.0, 0.0, -2.0]])  # X[1,1] is flat 3
-    np.testing.assert_array_equal(case.input.b, [1.5])
+    np.testing.assert_array_equal(case.input.upper, [1.0, 1.0, 0.25, 0.5])  # closed box
+    # X[1,1] < 0.5 stays a strict row; X[1,1] is flat 3
+    np.testing.assert_array_equal(case.input.A, [[0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, -2.0]])
+    np.testing.assert_array_equal(case.input.b, [0.5, 1.5])
+    np.testing.assert_array_equal(case.input.strict, [True, False])
     first, second = case.unsafe
     np.testing.assert_array_equal(first.C, [[-1.0, 0.0, 1.0], [0.0, -2.0, 0.0]])
     np.testing.assert_array_equal(first.d, [0.0, 3.0])
-    # Y0 + 0.5 Y1 + (1 - Y2) > 2  <=>  -Y0 - 0.5 Y1 + Y2 <= -1
+    np.testing.assert_array_equal(first.strict, [False, False])
+    # Y0 + 0.5 Y1 + (1 - Y2) > 2  <=>  -Y0 - 0.5 Y1 + Y2 < -1
     np.testing.assert_array_equal(second.C, [[-1.0, -0.5, 1.0]])
     np.testing.assert_array_equal(second.d, [-1.0])
+    np.testing.assert_array_equal(second.strict, [True])
+
+
+def test_strict_comparisons_exclude_their_boundary():
+    spec = parse_vnnlib(NET + "(assert (and (>= X[0,0] 0.0) (<= X[0,0] 1.0) (> X[0,1] -1.0) "
+                              "(<= X[0,1] 1.0)))\n(assert (or (< Y[0] 0.0) (>= Y[1] 0.0)))")
+    (case,) = spec.cases
+    np.testing.assert_array_equal(case.input.lower, [0.0, -1.0])  # the box stays closed
+    np.testing.assert_array_equal(case.input.strict, [True])
+    assert [c.strict.tolist() for c in case.unsafe] == [[True], [False]]
+    x = np.array([[0.5, 0.0], [0.5, -1.0]])
+    np.testing.assert_array_equal(case.input.contains(x), [True, False])
+    y = np.array([[0.0, -1.0], [-1e-300, -1.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(spec.violated_by(np.repeat(x[:1], 3, 0), y), [False, True, True])
+    eq = parse_vnnlib(NET + BOX + "(assert (== Y[0] 0.0))")
+    assert eq.cases[0].unsafe[0].strict.tolist() == [False, False]
+    assert eq.violated_by(x[0], [0.0, 5.0])[0]
 
 
 def test_a_2_0_spec_written_as_1_0_reads_back_equal():
