@@ -200,3 +200,24 @@ def test_mnist_test_set_loads(shared_data):
     assert X.shape == (10000, 1, 28, 28) and y.shape == (10000,)
     assert X.dtype == np.float64 and 0.0 == X.min() and X.max() == 1.0
     assert set(np.unique(y)) == set(range(10))
+
+
+def test_worker_threads_compute_the_same_batch_gradient():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from verifier.train.fit import batch_gradients
+    X, y = _two_blobs(30)
+    net = mlp([2, 8, 8, 2], seed=1)
+    params = get_params(net)
+    results = []
+    for workers in (1, 3):
+        opts = FitOptions(workers=workers)
+        with ThreadPoolExecutor(workers) as pool:
+            results.append(batch_gradients(net, params, X, y, "crown-ibp", 0.2, 0.5, 0.5, opts,
+                                           np.random.default_rng(0), pool=pool if workers > 1
+                                           else None))
+    (g1, s1), (g3, s3) = results
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g3[k], rtol=1e-10, atol=1e-13)
+    assert s1["loss"] == pytest.approx(s3["loss"], rel=1e-12)
+    assert s1["verified"] == s3["verified"] and s1["correct"] == s3["correct"]

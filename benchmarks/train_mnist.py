@@ -1,0 +1,153 @@
+"""Certified training on MNIST: IBP and CROWN-IBP at eps 0.1, Gowal et al.'s small CNN.
+
+Trains on images 0-7999 of the MNIST test set (../shared/data/mnist), evaluates on images
+8000-9999: clean accuracy, PGD accuracy and certified accuracy by the sound bound core
+(``verifier.bounds``: IBP and CROWN), and the training time per epoch. Prints a table that ends
+with ratios against the PyTorch yardstick of issue 5 (98.3% clean / 94.1% IBP-certified after
+8 minutes of IBP training on the same images and two cores), writes
+``benchmarks/results/train_mnist.json`` and, when matplotlib is installed, a plot of the
+training curves ``benchmarks/results/train_mnist.png``.
+
+    python benchmarks/train_mnist.py                 # both methods, the recorded settings
+    python benchmarks/train_mnist.py --quick         # a small smoke run (1,000 images)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from verifier.train import cnn_small, evaluate, fit, load_mnist  # noqa: E402
+
+YARDSTICK = {"clean": 0.983, "certified": 0.941, "minutes": 8.0}
+EPS = 0.1
+DOMAIN = (0.0, 1.0)
+
+#: the recorded training settings of each method (FitOptions fields)
+SETTINGS = {
+    "ibp": dict(epochs=30, batch_size=100, lr=1e-3, lr_milestones=(0.7, 0.85), lr_decay=0.2,
+                warmup_epochs=1, ramp_epochs=10, eps_train=0.15, kappa_end=0.0, grad_clip=10.0),
+    "crown-ibp": dict(epochs=30, batch_size=100, lr=1e-3, lr_milestones=(0.7, 0.85),
+                      lr_decay=0.2, warmup_epochs=1, ramp_epochs=10, eps_train=0.15,
+                      kappa_end=0.0, grad_clip=10.0),
+}
+
+
+def run(method: str, X, y, Xt, yt, settings: dict, pgd_steps: int, seed: int) -> dict:
+    log = logging.getLogger("train_mnist")
+    t0 = time.perf_counter()
+    net, history = fit(cnn_small(seed=seed), X, y, eps=EPS, method=method, seed=seed,
+                       domain=DOMAIN, **settings,
+                       progress=lambda r: log.info("%s epoch %d: %.1f s, loss %.4f, "
+                                                   "train verified %s", method, r["epoch"],
+                                                   r["seconds"], r["loss"],
+                                                   r["train_verified"]))
+    train_s = time.perf_counter() - t0
+    evals = {}
+    for bound in ("ibp", "crown"):
+        evals[bound] = evaluate(net, Xt, yt, EPS, method=bound, domain=DOMAIN,
+                                pgd_steps=pgd_steps if bound == "ibp" else 0, seed=seed)
+    secs = [r["seconds"] for r in history]
+    return {"method": method, "settings": {k: list(v) if isinstance(v, tuple) else v
+                                           for k, v in settings.items()},
+            "train_seconds": train_s, "epochs": len(history),
+            "seconds_per_epoch": float(np.mean(secs)),
+            "seconds_per_epoch_max": float(np.max(secs)),
+            "clean": evals["ibp"]["clean"], "pgd": evals["ibp"]["pgd"],
+            "certified_ibp": evals["ibp"]["certified"],
+            "certified_crown": evals["crown"]["certified"],
+            "eval_seconds": {b: e["seconds"] for b, e in evals.items()},
+            "history": history}
+
+
+def table(results: list[dict]) -> str:
+    head = (f"{'method':<10} {'epochs':>6} {'s/epoch':>8} {'train min':>9} {'clean':>7} "
+            f"{'PGD':>7} {'cert IBP':>9} {'cert CROWN':>10}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r['method']:<10} {r['epochs']:>6} {r['seconds_per_epoch']:>8.1f} "
+                     f"{r['train_seconds'] / 60:>9.2f} {r['clean']:>7.2%} {r['pgd']:>7.2%} "
+                     f"{r['certified_ibp']:>9.2%} {r['certified_crown']:>10.2%}")
+    lines.append("")
+    lines.append(f"yardstick (PyTorch IBP, same images, 2 cores): clean {YARDSTICK['clean']:.1%}, "
+                 f"IBP-certified {YARDSTICK['certified']:.1%} in {YARDSTICK['minutes']:.0f} min")
+    for r in results:
+        best = max(r["certified_ibp"], r["certified_crown"])
+        lines.append(f"{r['method']:<10} ratio to yardstick: time "
+                     f"{r['train_seconds'] / 60 / YARDSTICK['minutes']:.2f}x, clean "
+                     f"{r['clean'] / YARDSTICK['clean']:.3f}, certified "
+                     f"{best / YARDSTICK['certified']:.3f}")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for r in results:
+        ep = [h["epoch"] for h in r["history"]]
+        axes[0].plot(ep, [h["loss"] for h in r["history"]], label=r["method"])
+        axes[1].plot(ep, [h["train_verified"] or 0.0 for h in r["history"]], label=r["method"])
+    axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="verified on the batch (training bounds, eps_t)")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--quick", action="store_true", help="1,000 training images, 3 epochs")
+    p.add_argument("--epochs", type=int, help="override the recorded number of epochs")
+    p.add_argument("--pgd-steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_mnist.json"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    X, y = load_mnist(args.data)
+    Xtr, ytr, Xt, yt = X[:8000], y[:8000], X[8000:], y[8000:]
+    if args.quick:
+        Xtr, ytr, Xt, yt = Xtr[:1000], ytr[:1000], Xt[:200], yt[:200]
+    results = []
+    for method in args.methods:
+        settings = dict(SETTINGS[method])
+        if args.quick:
+            settings.update(epochs=3, ramp_epochs=1)
+        if args.epochs:
+            settings["epochs"] = args.epochs
+        results.append(run(method, Xtr, ytr, Xt, yt, settings, args.pgd_steps, args.seed))
+    text = table(results)
+    print(text)
+    out = Path(args.out)
+    if args.quick:
+        out = out.with_name(out.stem + "_quick" + out.suffix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"eps": EPS, "domain": DOMAIN, "train_images": [0, len(Xtr)],
+            "test_images": [8000, 8000 + len(Xt)], "model": "cnn_small (Gowal et al.)",
+            "cpu_count": os.cpu_count(), "yardstick": YARDSTICK, "table": text}
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    if plot(results, out.with_suffix(".png")):
+        print(f"plot: {out.with_suffix('.png')}")
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
