@@ -42,15 +42,15 @@ log = logging.getLogger(__name__)
 class Certificate:
     """``bound``: the valid lower bound; ``shift`` the s used; ``lambda_min`` the certified
     eigenvalue bound of ``Mbar_s``; ``R``; ``margin`` the rounding and model-error terms;
-    ``eigvec``: an eigenvector (unscaled coordinates) for the smallest eigenvalue (for rank
-    escalation)."""
+    ``eigvecs``: eigenvectors (unscaled coordinates, columns) of the smallest eigenvalues, when
+    asked (for rank escalation)."""
 
     bound: float
     shift: float
     lambda_min: float
     R: float
     margin: float
-    eigvec: np.ndarray | None = None
+    eigvecs: np.ndarray | None = None
 
 
 def _scaling(amax: np.ndarray) -> np.ndarray:
@@ -154,5 +154,6 @@ def certify(data, y: np.ndarray, shift_hint: float | None = None,
     vec = None
     if want_eigvec:
         ev, V = np.linalg.eigh(Ms)
-        vec = V[:, 0] * d
+        keep = max(1, int(np.sum(ev < 0)))
+        vec = V[:, :keep] * d[:, None]
     return Certificate(bound, s_best, lam, R, margin, vec)

@@ -1,0 +1,404 @@
+"""The low-rank SDP: Burer-Monteiro factorisation with rank escalation, certified by its dual.
+
+Chiu & Zhang (ICML 2023, "Tight certification of adversarially trained neural networks via
+nonconvex low-rank semidefinite relaxations") solve the SDP of Raghunathan et al. through
+``G = V V'`` with V of r columns. We do the same over the constraints of ``sdp_program``.
+
+Primal. Since G only matters through V V', row 0 of V (the constant 1) is fixed to ``e_1``;
+then ``x = V[1:, 0]`` and ``X = V[1:] V[1:]'``. The coordinate box ``lo <= x <= hi`` becomes
+simple bounds on V's first column; every other constraint ``g_i(V) = <G_i, V V'>`` goes into an
+augmented Lagrangian (Rockafellar's form for inequalities)
+
+    L_rho(V; y) = <C_0, VV'> + sum_ineq (max(0, y_i - rho g_i)^2 - y_i^2) / (2 rho)
+                             + sum_eq (-y_i g_i + rho g_i^2 / 2),
+
+minimised by L-BFGS-B (its gradient is ``2 (C_0 - sum_i w_i G_i) V`` with
+``w_i = max(0, y_i - rho g_i)`` or ``y_i - rho g_i``: one sparse product and two dense ones), then
+``y <- w`` and ``rho`` grows while the violation does not fall. The start is an attack point
+(projected gradient on the network's own spec row), lifted to rank r with small noise.
+
+Multipliers. At a solution, stationarity reads ``(M(y) - s e0 e0') V = 0`` with
+``M(y) = C_0 - sum_i y_i G_i``. The augmented-Lagrangian ``y`` satisfies it only roughly, so the
+multipliers of the constraints active at V (inactive inequalities keep y = 0) and the shift s
+are recovered by least squares on that linear system (LSMR started from the AL values; signs
+projected afterwards, then once more on the remaining support).
+
+Bound. The reported value is ``sdp_certificate.certify(y)``:
+
+    lb = max_s  s + min(0, lambda_min(D M(y) D - s e0 e0')) R,   R >= 1 + sum_i (x_i / d_i)^2,
+
+the Lagrangian dual bound, valid for ANY y (derivation, scaling and floating-point margins in
+``sdp_certificate``): the nonconvex objective is never reported. ``lambda_min`` comes from a
+dense eigensolver and is confirmed by a Cholesky factorisation.
+
+Rank escalation (the Riemannian staircase of Boumal et al. 2016). If ``lambda_min`` is clearly
+negative, V is not a global optimum of the SDP; its eigenvector q is a descent direction in
+one more dimension: V <- [V, t q] and the augmented Lagrangian resumes. The best certificate
+over all rounds is returned (each one is valid on its own).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import lsq_linear
+from scipy.sparse.linalg import LinearOperator
+
+from .lp import LPOptions, layer_bounds
+from .lp_program import (LayerBounds, RelaxationResult, as_batch_box, core_intermediate,
+                         merge_intermediate, relu_program, spec_rows)
+from .sdp import _reduced_row
+from .sdp_certificate import certify
+from .sdp_program import lift, reduce_program, sdp_data
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LowRankOptions:
+    """Settings of the low-rank SDP."""
+
+    #: add the triangle cuts (then the SDP is never looser than the LP)
+    triangle: bool = True
+    #: also bound max (C y - d)
+    upper: bool = True
+    #: starting rank (columns of V), the most it may grow to, and the columns added per step
+    #: (eigenvectors of the most negative eigenvalues of the certificate's matrix)
+    rank: int = 2
+    max_rank: int = 64
+    rank_step: int = 4
+    #: augmented-Lagrangian rounds per rank, and L-BFGS-B iterations per round
+    al_rounds: int = 25
+    lbfgs_iters: int = 400
+    #: initial penalty and its growth when the violation does not fall fourfold
+    rho: float = 10.0
+    rho_growth: float = 5.0
+    rho_max: float = 1e6
+    #: stop a rank's rounds once the constraint violation is below this
+    feas_tol: float = 1e-7
+    #: escalate while lambda_min of the scaled certificate matrix is below -this
+    eig_tol: float = 1e-7
+    #: seconds allowed per bound (None: none); the best certificate so far is returned
+    time_limit: float | None = 60.0
+    #: attack restarts for the warm start
+    attack_starts: int = 16
+    #: tighten the pre-activation bounds by LP-All first
+    lp_all: bool = False
+    #: stop early when the certified bound exceeds this (e.g. 0 for verification)
+    target: float | None = None
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# the augmented Lagrangian
+# --------------------------------------------------------------------------------------------
+class _Problem:
+    """The constraint data with the products the solver needs, on the sparsity pattern of the
+    constraint matrices (the entries of ``G = V V'`` any ``G_i`` touches): ``g(V)`` costs one
+    row-wise product per pattern entry and ``M(w) V`` one sparse product, never an n x n dense
+    matrix."""
+
+    def __init__(self, data):
+        self.data = data
+        n = self.n = data.n
+        Gr = data.G_op.tocsr()
+        rows = np.flatnonzero(np.diff(Gr.indptr) > 0)
+        rows = np.union1d(rows, np.flatnonzero(data.C0))
+        self.p, self.q = rows // n, rows % n
+        self.Gp = Gr[rows]                  # (pattern, m)
+        self.GpT = self.Gp.T.tocsr()        # (m, pattern)
+        self.C0p = data.C0[rows]
+        self._csr = sp.csr_matrix((np.arange(rows.size, dtype=np.float64) + 1,
+                                   (self.p, self.q)), shape=(n, n))
+        # position of each pattern entry in the csr data array
+        self._slot = (self._csr.data - 1).astype(np.int64)
+        self.al = np.ones(data.m, dtype=bool)  # every constraint is in the Lagrangian
+        self.eq = data.equality
+
+    def gram(self, V) -> np.ndarray:
+        """The pattern entries of V V'."""
+        return np.einsum("ij,ij->i", V[self.p], V[self.q])
+
+    def values(self, V):
+        """g_i(V) = <G_i, V V'> for all i."""
+        return self.GpT @ self.gram(V)
+
+    def times(self, vals, V):
+        """``S V`` for the n x n matrix S with pattern entries ``vals``."""
+        S = self._csr.copy()
+        S.data = vals[self._slot]
+        return S @ V
+
+    def mat_times(self, w, V, const: bool = True):
+        """``(C_0 - sum_i w_i G_i) V`` (``const=False``: ``(sum_i w_i G_i) V``)."""
+        vals = self.Gp @ w
+        return self.times(self.C0p - vals if const else vals, V)
+
+    def weights(self, g, y, rho):
+        """w_i = max(0, y_i - rho g_i) (inequalities), y_i - rho g_i (equalities)."""
+        w = y - rho * g
+        return np.where(self.eq, w, np.maximum(w, 0.0))
+
+    def lagrangian(self, V, y, rho):
+        GG = self.gram(V)
+        g = self.GpT @ GG
+        ineq = ~self.eq
+        t = y[ineq] - rho * g[ineq]
+        val = float(self.C0p @ GG)
+        val += float(np.sum(np.maximum(t, 0.0) ** 2 - y[ineq] ** 2)) / (2 * rho)
+        e = self.eq
+        val += float(np.sum(-y[e] * g[e] + 0.5 * rho * g[e] ** 2))
+        w = self.weights(g, y, rho)
+        return val, 2.0 * self.mat_times(w, V)
+
+    def violation(self, V) -> float:
+        g = self.values(V)
+        v_ineq = np.maximum(-g[~self.eq], 0.0).max(initial=0.0)
+        v_eq = np.abs(g[self.eq]).max(initial=0.0)
+        return float(max(v_ineq, v_eq))
+
+    def objective(self, V) -> float:
+        return float(self.C0p @ self.gram(V))
+
+
+def lbfgs(fg, z, iters: int, memory: int = 20, gtol: float = 1e-11):
+    """Minimise a smooth function by L-BFGS (Nocedal & Wright, Alg. 7.4) with a backtracking
+    Armijo line search; ``fg(z) -> (value, gradient)``. Returns the last iterate."""
+    f, g = fg(z)
+    S, Y = [], []
+    for _ in range(iters):
+        if np.linalg.norm(g) <= gtol * (1.0 + abs(f)):
+            break
+        q = g.copy()
+        alphas = []
+        for s_, y_ in zip(reversed(S), reversed(Y)):
+            a_ = (s_ @ q) / (y_ @ s_)
+            alphas.append(a_)
+            q -= a_ * y_
+        if S:
+            q *= (S[-1] @ Y[-1]) / (Y[-1] @ Y[-1])
+        else:
+            q *= 1e-3 / max(np.linalg.norm(g), 1e-300)
+        for (s_, y_), a_ in zip(zip(S, Y), reversed(alphas)):
+            q += s_ * (a_ - (y_ @ q) / (y_ @ s_))
+        d = -q
+        slope = g @ d
+        if slope >= 0:  # not a descent direction: restart from the gradient
+            S, Y = [], []
+            d = -g * 1e-3 / max(np.linalg.norm(g), 1e-300)
+            slope = g @ d
+        t = 1.0
+        for _ in range(40):
+            z_new = z + t * d
+            f_new, g_new = fg(z_new)
+            if f_new <= f + 1e-4 * t * slope:
+                break
+            t *= 0.5
+        else:
+            break
+        s_, y_ = z_new - z, g_new - g
+        if s_ @ y_ > 1e-12 * np.linalg.norm(s_) * np.linalg.norm(y_):
+            S.append(s_)
+            Y.append(y_)
+            if len(S) > memory:
+                S.pop(0)
+                Y.pop(0)
+        z, f, g = z_new, f_new, g_new
+    return z
+
+
+def _minimise(prob: _Problem, V, y, rho, iters, gtol=1e-11):
+    """Minimise the augmented Lagrangian over V's rows 1.. (row 0 stays e_1)."""
+    n, r = V.shape
+    head = V[:1].copy()
+
+    def fg(z):
+        W = np.vstack([head, z.reshape(n - 1, r)])
+        val, grad = prob.lagrangian(W, y, rho)
+        return val, grad[1:].reshape(-1)
+
+    z = lbfgs(fg, V[1:].reshape(-1), iters, gtol=gtol)
+    return np.vstack([head, z.reshape(n - 1, r)])
+
+
+def recover_multipliers(prob: _Problem, V, y0, act_tol: float = 1e-5):
+    """Least-squares multipliers (y, s) for ``(M(y) - s e0 e0') V = 0`` (module docstring):
+    bounded least squares (``y >= 0`` on inequalities) over the constraints that are active at
+    V or carry a positive augmented-Lagrangian multiplier."""
+    data, n = prob.data, prob.n
+    r = V.shape[1]
+    g = prob.values(V)
+    scale = 1.0 + np.abs(g).max(initial=0.0)
+    y0 = data.project(y0)
+    support = data.equality | (g <= act_tol * scale) | (y0 > 0)
+    idx = np.flatnonzero(support)
+    Gs = prob.Gp[:, idx].tocsc()
+    GsT = Gs.T.tocsr()
+    Vq = V[prob.q]
+
+    def mv(z):  # (y_idx, s) -> vec((G y) V + s e0 e1')
+        out = prob.times(Gs @ z[:-1], V)
+        out[0, 0] += z[-1]
+        return out.reshape(-1)
+
+    def rmv(R):  # adjoint: <G_i, R V'> on the pattern
+        R = R.reshape(n, r)
+        return np.r_[GsT @ np.einsum("ij,ij->i", R[prob.p], Vq), R[0, 0]]
+
+    op = LinearOperator((n * r, idx.size + 1), matvec=mv, rmatvec=rmv, dtype=np.float64)
+    rhs = prob.times(prob.C0p, V).reshape(-1)  # C0 V = (G y) V + s e0 e1'
+    lower = np.where(data.equality[idx], -np.inf, 0.0)
+    res = lsq_linear(op, rhs, bounds=(np.r_[lower, -np.inf], np.full(idx.size + 1, np.inf)),
+                     method="trf", lsq_solver="lsmr", tol=1e-12, max_iter=200,
+                     lsmr_tol="auto")
+    y = np.zeros(data.m)
+    y[idx] = res.x[:-1]
+    return data.project(y), float(res.x[-1])
+
+
+def attack_start(obj_fn, x_lo, x_hi, starts: int, rng, steps: int = 60):
+    """An input with a low objective: projected gradient descent from the centre and random
+    points of the box (step 1/10 of the box width, halved every 20 steps)."""
+    width = x_hi - x_lo
+    xs = np.vstack([0.5 * (x_lo + x_hi), rng.uniform(x_lo, x_hi, (max(starts - 1, 0),
+                                                                   x_lo.size))])
+    step = 0.1 * width
+    best_x, best_v = None, np.inf
+    for t in range(steps):
+        val, grad = obj_fn(xs)
+        i = int(np.argmin(val))
+        if val[i] < best_v:
+            best_v, best_x = float(val[i]), xs[i].copy()
+        xs = np.clip(xs - step * np.sign(grad), x_lo, x_hi)
+        if t % 20 == 19:
+            step = step / 2
+    val, _ = obj_fn(xs)
+    i = int(np.argmin(val))
+    if val[i] < best_v:
+        best_v, best_x = float(val[i]), xs[i].copy()
+    return best_x, best_v
+
+
+# --------------------------------------------------------------------------------------------
+# one bound
+# --------------------------------------------------------------------------------------------
+def lowrank_bound(data, v_start: np.ndarray, options: LowRankOptions | None = None):
+    """The best certified lower bound of one SDP row (``SDPData``) found by the low-rank
+    method from the lifted start point ``v_start`` (n,) (module docstring). Returns
+    (Certificate, stats)."""
+    options = options or LowRankOptions()
+    t0 = time.perf_counter()
+    deadline = None if options.time_limit is None else t0 + options.time_limit
+    rng = np.random.default_rng(options.seed)
+    prob = _Problem(data)
+    n = data.n
+    r = max(1, options.rank)
+    noise = 1e-2 * np.maximum(data.amax, 1e-3)[:, None]
+    V = np.hstack([v_start[:, None], noise * rng.standard_normal((n, r - 1))])
+    V[0] = 0.0
+    V[0, 0] = 1.0
+    y = np.zeros(data.m)
+    rho = options.rho
+    best = certify(data, y)
+    stats = {"rounds": 0, "certificates": 1, "rank": r}
+    prev_viol = np.inf
+    gtol = 1e-4
+    while True:
+        for _ in range(5):
+            V = _minimise(prob, V, y, rho, options.lbfgs_iters, gtol)
+            g = prob.values(V)
+            y = prob.weights(g, y, rho)
+            stats["rounds"] += 1
+            viol = prob.violation(V)
+            gtol = max(gtol * 0.1, 1e-11)
+            if viol < options.feas_tol:
+                break
+            if viol > 0.25 * prev_viol:
+                rho = min(rho * options.rho_growth, options.rho_max)
+            prev_viol = viol
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+        y_ls, s = recover_multipliers(prob, V, y)
+        cert = certify(data, y_ls, s, want_eigvec=True)
+        stats["certificates"] += 1
+        for c in (cert, certify(data, y)):
+            if c.bound > best.bound:
+                best = c
+        primal = prob.objective(V)
+        log.debug("low-rank: rank %d rounds %d viol %.2e primal %.6f bound %.6f lam %.2e",
+                  V.shape[1], stats["rounds"], viol, primal, cert.bound, cert.lambda_min)
+        if options.target is not None and best.bound > options.target:
+            break
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        if stats["rounds"] >= options.al_rounds * options.max_rank:
+            break
+        gap = primal - best.bound
+        if viol < options.feas_tol and gap <= 1e-6 * (1.0 + abs(primal)):
+            break
+        if (cert.lambda_min < -options.eig_tol and viol < 1e3 * options.feas_tol
+                and V.shape[1] < options.max_rank and cert.eigvecs is not None):
+            Q = cert.eigvecs[:, :min(options.rank_step, options.max_rank - V.shape[1])].copy()
+            Q[0] = 0.0
+            Q /= np.maximum(np.linalg.norm(Q, axis=0), 1e-300)
+            V = np.hstack([V, 1e-2 * np.linalg.norm(V[1:]) / np.sqrt(n) * Q])
+            stats["rank"] = V.shape[1]
+            prev_viol = np.inf
+            gtol = 1e-4
+    stats["seconds"] = time.perf_counter() - t0
+    stats["primal"] = prob.objective(V)
+    return best, stats
+
+
+def _objective_fn(net, c_row: np.ndarray, d_i: float, sign: float):
+    """x (B, n_0) -> (sign (c'net(x) - d), its gradient)."""
+    def fn(x):
+        xb = x.reshape((-1,) + net.input_shape)
+        y = net(xb).reshape(x.shape[0], -1)
+        val = sign * (y @ c_row - d_i)
+        grad = net.vjp(xb, sign * np.broadcast_to(c_row, y.shape).reshape(
+            (x.shape[0],) + net.output_shape)).reshape(x.shape[0], -1)
+        return val, grad
+    return fn
+
+
+def sdp_lowrank_bounds(net, lower, upper, C=None, d=None, intermediate=None,
+                       options: LowRankOptions | None = None) -> RelaxationResult:
+    """Bounds of ``C y - d`` over the input box(es) by the low-rank SDP (module docstring),
+    each from a dual certificate. Shapes and ``intermediate`` as ``lp_bounds``."""
+    options = options or LowRankOptions()
+    t0 = time.perf_counter()
+    prog = relu_program(net, "sdp-lowrank")
+    C, d = spec_rows(net, C, d)
+    obj = prog.output.rows(C, d)
+    lo, hi = as_batch_box(net, lower, upper)
+    if intermediate is None:
+        intermediate = core_intermediate(net, lo, hi)
+    B, k = lo.shape[0], C.shape[0]
+    out_lo, out_hi = np.full((B, k), -np.inf), np.full((B, k), np.inf)
+    inter = {name: LayerBounds(np.zeros((B, n)), np.zeros((B, n)))
+             for name, n in zip(prog.pre_nodes, prog.sizes[1:])}
+    rng = np.random.default_rng(options.seed)
+    runs = []
+    for b in range(B):
+        pre, _ = layer_bounds(prog, lo[b], hi[b], merge_intermediate(prog, intermediate, b),
+                              None, b, LPOptions(tighten=options.lp_all, upper=False))
+        for name, (l, u) in zip(prog.pre_nodes, pre):
+            inter[name].lower[b], inter[name].upper[b] = l, u
+        red = reduce_program(prog, pre, obj)
+        for i in range(k):
+            for sign, out in ((1.0, out_lo), (-1.0, out_hi)):
+                if sign < 0 and not options.upper:
+                    continue
+                data = sdp_data(red, lo[b], hi[b], _reduced_row(red, i, sign), options.triangle)
+                x0, _ = attack_start(_objective_fn(net, C[i], d[i], sign), lo[b], hi[b],
+                                     options.attack_starts, rng)
+                acts, _ = prog.forward(x0[None])
+                cert, st = lowrank_bound(data, lift(red, acts)[0], options)
+                out[b, i] = sign * cert.bound
+                runs.append(st)
+    stats = {"runs": runs, "seconds": time.perf_counter() - t0}
+    return RelaxationResult(out_lo, out_hi, inter, stats)
