@@ -221,3 +221,9 @@ def test_worker_threads_compute_the_same_batch_gradient():
         np.testing.assert_allclose(g1[k], g3[k], rtol=1e-10, atol=1e-13)
     assert s1["loss"] == pytest.approx(s3["loss"], rel=1e-12)
     assert s1["verified"] == s3["verified"] and s1["correct"] == s3["correct"]
+
+
+def test_beta_can_reach_zero_before_the_eps_ramp_ends():
+    s = Schedule(eps=0.2, warmup=0, ramp=10, beta_ramp=4)
+    assert s.beta_at(2) == pytest.approx(0.5) and s.beta_at(4) == 0.0
+    assert s.eps_at(4) < 0.2

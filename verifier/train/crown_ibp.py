@@ -118,16 +118,43 @@ def _relaxation(box, leak: float):
     return alpha, d, beta
 
 
+def _select_slope(lam: Var, alpha: np.ndarray, d: Var) -> Var:
+    """``alpha * [Lambda]_+ + d * [Lambda]_-`` (one tape node): Lambda (B, K, *s), alpha and
+    ``d`` (B, 1, *s). Gradients: ``d/dLambda = where(Lambda > 0, alpha, d)``,
+    ``d/dd = sum over K of [Lambda]_-``-weighted incoming gradient."""
+    L = lam.value
+    pos = L > 0
+    slope = np.where(pos, alpha, d.value)
+
+    def vjp(g):
+        gl = g * slope if lam.requires_grad else None
+        gd = (g * np.where(pos, 0.0, L)).sum(axis=1, keepdims=True) if d.requires_grad else None
+        return gl, gd
+    return ad._node(slope * L, (lam, d), vjp)
+
+
+def _neg_dot(lam: Var, beta: Var) -> Var:
+    """``sum over the sample axes of [Lambda]_- * beta`` per (B, K) (one tape node)."""
+    L = lam.value
+    B, K = L.shape[:2]
+    neg = np.minimum(L, 0.0)
+    val = (neg * beta.value).reshape(B, K, -1).sum(axis=2)
+
+    def vjp(g):
+        ge = g.reshape((B, K) + (1,) * (L.ndim - 2))
+        gl = ge * beta.value * (L < 0) if lam.requires_grad else None
+        gb = (ge * neg).sum(axis=1, keepdims=True) if beta.requires_grad else None
+        return gl, gb
+    return ad._node(val, (lam, beta), vjp)
+
+
 def _b_relu(node, op, params, lam, ctx):
     leak = float(op.alpha) if isinstance(op, O.LeakyRelu) else 0.0
     alpha, d, beta = _relaxation(ctx.in_boxes[0], leak)
     B = lam.shape[0]
-    pos, negp = ad.relu(lam), ad.neg_part(lam)
     d = ad.reshape(d, (B, 1) + d.shape[1:])
     beta = ad.reshape(beta, (B, 1) + beta.shape[1:])
-    lam_in = ad.mul(pos, alpha[:, None]) + ad.mul(negp, d)
-    bias = ad.total(ad.mul(negp, beta), axis=tuple(range(2, lam.value.ndim)))
-    return [lam_in], bias
+    return [_select_slope(lam, alpha[:, None], d)], _neg_dot(lam, beta)
 
 
 #: The backward rule of each op class:

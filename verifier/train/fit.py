@@ -54,6 +54,9 @@ class FitOptions:
     kappa_start / kappa_end: natural-loss weight at the start / end of the ramp (1.0 / None:
     0.5 for ibp and crown-ibp, as Gowal et al., and 0.0 for pgd).
     beta_start / beta_end: CROWN-IBP weight along the ramp (1.0 -> 0.0, Zhang et al.).
+    beta_ramp_epochs: length of the beta ramp from the start of the eps ramp (None: the eps
+    ramp's length). The CROWN pass costs several IBP passes (its batch is K times larger), so
+    a shorter beta ramp trades CROWN-IBP's tighter start for time.
     pgd_steps / pgd_step_size / pgd_restarts: the training attack (7, None = 2.5 eps / steps, 1).
     domain: (lo, hi) the inputs are confined to (e.g. (0.0, 1.0) for images), None for none.
     frozen: names of nodes whose parameters stay fixed (e.g. an input normalisation).
@@ -81,6 +84,7 @@ class FitOptions:
     kappa_end: float | None = None
     beta_start: float = 1.0
     beta_end: float = 0.0
+    beta_ramp_epochs: float | None = None
     pgd_steps: int = 7
     pgd_step_size: float | None = None
     pgd_restarts: int = 1
@@ -105,7 +109,9 @@ def _schedule(opts: FitOptions, eps: float, method: str, steps_per_epoch: int) -
     return Schedule(eps=eps_train, warmup=int(round(opts.warmup_epochs * steps_per_epoch)),
                     ramp=int(round(opts.ramp_epochs * steps_per_epoch)), shape=opts.ramp_shape,
                     kappa_start=kappa_start, kappa_end=kappa_end, beta_start=beta_start,
-                    beta_end=beta_end)
+                    beta_end=beta_end,
+                    beta_ramp=(None if opts.beta_ramp_epochs is None
+                               else int(round(opts.beta_ramp_epochs * steps_per_epoch))))
 
 
 def _lr_at(opts: FitOptions, epoch: int) -> float:

@@ -46,8 +46,9 @@ def smoothed_ramp(step: float, start: float, length: float, v0: float, v1: float
 class Schedule:
     """Per-step values for training: natural training for ``warmup`` steps (eps 0, kappa 1),
     then over ``ramp`` steps eps rises from 0 to ``eps`` (``shape`` "smoothed" or "linear"),
-    kappa falls linearly from ``kappa_start`` to ``kappa_end`` and beta from ``beta_start`` to
-    ``beta_end``; afterwards all stay at their final values."""
+    kappa falls linearly from ``kappa_start`` to ``kappa_end``, and beta from ``beta_start``
+    to ``beta_end`` over the first ``beta_ramp`` steps of the ramp (None: the whole ramp);
+    afterwards all stay at their final values."""
 
     eps: float
     warmup: int
@@ -57,6 +58,7 @@ class Schedule:
     kappa_end: float = 0.5
     beta_start: float = 1.0
     beta_end: float = 0.0
+    beta_ramp: int | None = None
 
     def __post_init__(self):
         if self.shape not in ("smoothed", "linear"):
@@ -70,4 +72,5 @@ class Schedule:
         return linear_ramp(step, self.warmup, self.ramp, self.kappa_start, self.kappa_end)
 
     def beta_at(self, step: int) -> float:
-        return linear_ramp(step, self.warmup, self.ramp, self.beta_start, self.beta_end)
+        ramp = self.ramp if self.beta_ramp is None else self.beta_ramp
+        return linear_ramp(step, self.warmup, ramp, self.beta_start, self.beta_end)
