@@ -227,3 +227,26 @@ def test_beta_can_reach_zero_before_the_eps_ramp_ends():
     s = Schedule(eps=0.2, warmup=0, ramp=10, beta_ramp=4)
     assert s.beta_at(2) == pytest.approx(0.5) and s.beta_at(4) == 0.0
     assert s.eps_at(4) < 0.2
+
+
+def test_evaluate_counts_are_consistent_and_independent_of_workers():
+    X, y = _two_blobs(80)
+    net, _ = fit(mlp([2, 8, 2]), X, y, eps=0.2, epochs=3, batch_size=20, lr=0.02)
+    a = evaluate(net, X, y, 0.2, method="ibp", pgd_steps=5, batch_size=30)
+    b = evaluate(net, X, y, 0.2, method="ibp", pgd_steps=5, batch_size=30, workers=2)
+    assert a["pgd"] == b["pgd"] and a["certified"] == b["certified"]
+    assert a["certified"] <= a["pgd"] <= a["clean"]
+
+
+def test_evaluate_refuses_a_certificate_that_pgd_breaks(monkeypatch):
+    import verifier.bounds
+    X, y = _two_blobs(40)
+    net = mlp([2, 8, 2])
+
+    class Fake:
+        def __init__(self, B, K):
+            self.lower = np.ones((B, K))
+    monkeypatch.setattr(verifier.bounds, "compute",
+                        lambda net, lo, hi, C=None, **kw: Fake(len(lo), C.shape[1]))
+    with pytest.raises(RuntimeError, match="unsound"):
+        evaluate(net, X, y, 0.5, method="ibp", pgd_steps=5)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -47,11 +48,12 @@ def certified_mask(net: Network, X: np.ndarray, y: np.ndarray, eps: float, metho
 
 def evaluate(net: Network, X, y, eps: float, method: str = "ibp", domain=None,
              pgd_steps: int = 20, pgd_restarts: int = 1, batch_size: int = 500, seed: int = 0,
-             options=None) -> dict:
+             options=None, workers: int = 1) -> dict:
     """Accuracies of ``net`` on ``(X, y)`` at radius ``eps``: ``{"clean", "pgd", "certified"}``
     as fractions (``pgd`` is None when ``pgd_steps`` is 0), with ``n``, ``eps``, ``method`` and
     the seconds each part took. ``method`` is any bound method of ``verifier.bounds`` ("ibp",
-    "crown", "alpha-crown"), ``options`` its options object."""
+    "crown", "alpha-crown"), ``options`` its options object. ``workers`` threads share the
+    PGD attack (by chunks of ``batch_size``); the result does not depend on their number."""
     X = net._as_batch(X)
     y = np.asarray(y, dtype=np.int64)
     t0 = time.perf_counter()
@@ -61,12 +63,20 @@ def evaluate(net: Network, X, y, eps: float, method: str = "ibp", domain=None,
     t1 = time.perf_counter()
     pgd_ok = None
     if pgd_steps > 0:
-        rng = np.random.default_rng(seed)
-        pgd_ok = clean.copy()
-        for s in range(0, len(X), batch_size):
+        starts = list(range(0, len(X), batch_size))
+        seeds = np.random.default_rng(seed).integers(0, 2 ** 63, size=len(starts))
+
+        def attack(s, sd):
             xa = pgd_attack(net, X[s:s + batch_size], y[s:s + batch_size], eps, pgd_steps,
-                            domain=domain, rng=rng, restarts=pgd_restarts)
-            pgd_ok[s:s + batch_size] &= net(xa).reshape(len(xa), -1).argmax(1) == y[s:s + batch_size]
+                            domain=domain, rng=np.random.default_rng(sd),
+                            restarts=pgd_restarts)
+            return net(xa).reshape(len(xa), -1).argmax(1) == y[s:s + batch_size]
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                held = list(pool.map(attack, starts, seeds))
+        else:
+            held = [attack(s, sd) for s, sd in zip(starts, seeds)]
+        pgd_ok = clean & np.concatenate(held)
     t2 = time.perf_counter()
     cert = certified_mask(net, X, y, eps, method, domain, batch_size, options)
     t3 = time.perf_counter()
