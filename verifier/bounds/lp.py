@@ -256,7 +256,8 @@ class TriangleLP:
         self.solves += 1
         status = self.h.getModelStatus()
         if status == highspy.HighsModelStatus.kInfeasible:
-            has_ray, ray = self.h.getDualRay()
+            got = self.h.getDualRay()  # (status, has_ray, values)
+            has_ray, ray = bool(got[-2]), np.asarray(got[-1], dtype=np.float64)
             if has_ray and farkas_infeasible(A, rlo, rhi, rerr, self.x_lo, self.x_hi,
                                              np.asarray(ray)):
                 return np.inf
@@ -334,8 +335,9 @@ def lp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
 
     net: a Network of Relu and affine ops; lower, upper: (B, *input_shape) or one box;
     C: (k, m), d: (k,) (default: identity, 0); intermediate: the bound core's
-    {node name: Bounds} pre-activation bounds (default: CROWN from ``verifier.bounds.compute``
-    when available, always intersected with a rigorous interval pass); splits: {ReLU layer
+    {node name: Bounds} pre-activation bounds (default None: CROWN from
+    ``verifier.bounds.compute``; ``{}``: none), always intersected with a rigorous interval
+    pass; splits: {ReLU layer
     index k >= 1 or Relu node name: (n_k,) or (B, n_k) array in {-1, 0, +1}} fixing neurons
     inactive (z <= 0) or active (z >= 0) for branch and bound. Returns ``RelaxationResult``
     with lower/upper (B, k); a box made empty by its splits gets lower=+inf, upper=-inf."""

@@ -1,0 +1,165 @@
+"""The LP (triangle) relaxation: sound against exact MILP minima and samples, valid for any
+duals, never looser than CROWN on the same intermediate bounds; LP-All and splits."""
+import numpy as np
+import pytest
+from test_lp_nets import mixed_net, random_mlp, samples
+
+from verifier.bounds.lp import (LPOptions, dual_bound, layer_bounds, lp_all_bounds, lp_bounds)
+from verifier.bounds.lp_program import relu_program
+from verifier.bounds.milp import milp_bounds
+from verifier.network import Network, Node
+from verifier.network import ops as O
+
+TOL = 1e-7
+
+
+def _box(n, seed, width=0.6):
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(-0.5, 0.5, n)
+    return c - width / 2, c + width / 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lp_and_lp_all_lie_between_crown_free_bounds_and_the_exact_milp_range(seed):
+    net = random_mlp([3, 7, 6, 2], seed=seed)
+    lo, hi = _box(3, seed)
+    C = np.array([[1.0, -1.0], [0.5, 2.0]])
+    d = np.array([0.1, -0.2])
+    exact = milp_bounds(net, lo, hi, C, d)
+    lp = lp_bounds(net, lo, hi, C, d)
+    lpa = lp_all_bounds(net, lo, hi, C, d)
+    # sound: below the exact minimum, above the exact maximum
+    assert np.all(lp.lower <= exact.lower + TOL) and np.all(lp.upper >= exact.upper - TOL)
+    assert np.all(lpa.lower <= exact.lower + TOL) and np.all(lpa.upper >= exact.upper - TOL)
+    # LP-All only tightens
+    assert np.all(lpa.lower >= lp.lower - TOL) and np.all(lpa.upper <= lp.upper + TOL)
+    # and every sampled value lies inside
+    vals = net(samples(lo, hi, 500, seed)) @ C.T - d
+    assert np.all(vals >= lp.lower) and np.all(vals <= lp.upper)
+    assert np.all(vals >= lpa.lower) and np.all(vals <= lpa.upper)
+
+
+def test_lp_is_sound_on_a_net_with_conv_scale_residual_and_select():
+    net = mixed_net(seed=4)
+    lo, hi = -0.5 * np.ones(9), 0.5 * np.ones(9)
+    r = lp_all_bounds(net, lo, hi, intermediate={})  # the interval pass alone
+    vals = net(samples(lo, hi, 1000, 1)).reshape(-1, 3)
+    assert np.all(vals >= r.lower) and np.all(vals <= r.upper)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_lp_is_never_looser_than_crown_on_the_same_intermediate_bounds(seed):
+    from verifier.bounds import compute
+    net = random_mlp([4, 10, 8, 3], seed=seed)
+    lo, hi = _box(4, seed, 1.0)
+    crown = compute(net, lo[None], hi[None], method="crown", intermediate=True)
+    lp = lp_bounds(net, lo, hi, intermediate=crown.intermediate)
+    assert np.all(lp.lower >= crown.lower - 1e-9)
+    assert np.all(lp.upper <= crown.upper + 1e-9)
+
+
+def test_batched_boxes_give_the_bounds_of_each_box_alone():
+    net = random_mlp([3, 6, 2], seed=5)
+    boxes = [_box(3, s) for s in range(3)]
+    lo, hi = np.stack([b[0] for b in boxes]), np.stack([b[1] for b in boxes])
+    both = lp_bounds(net, lo, hi)
+    for i, (l, h) in enumerate(boxes):
+        one = lp_bounds(net, l, h)
+        assert np.allclose(both.lower[i], one.lower[0]) and np.allclose(both.upper[i],
+                                                                        one.upper[0])
+
+
+def _model(seed=0):
+    net = random_mlp([3, 8, 8, 2], seed=seed)
+    lo, hi = _box(3, seed, 0.8)
+    prog = relu_program(net)
+    pre, model = layer_bounds(prog, lo, hi)
+    c, c0, err = model.objective(prog.output.row(0))
+    exact = milp_bounds(net, lo, hi, np.eye(2)[:1])
+    return net, lo, hi, model, c, c0, err, exact.lower[0, 0]
+
+
+def test_dual_bound_stays_valid_when_the_duals_are_perturbed():
+    net, lo, hi, model, c, c0, err, exact = _model(1)
+    best = model.minimum(c, c0, err)
+    A, rlo, rhi, rerr = model.constraint_data()
+    y = np.asarray(model.h.getSolution().row_dual)
+    rng = np.random.default_rng(0)
+    assert best <= exact + TOL
+    assert best >= exact - 1.0  # the LP is not vacuous here
+    for scale in (1e-8, 1e-4, 1e-2, 1.0, 100.0):
+        for _ in range(5):
+            yp = y + scale * rng.standard_normal(y.size)
+            assert dual_bound(A, rlo, rhi, rerr, model.x_lo, model.x_hi, c, c0, err, yp) \
+                <= exact + TOL
+    # random duals of any sign and size, and no duals at all
+    for yp in (rng.standard_normal(y.size) * 10, np.zeros(y.size), -np.abs(y)):
+        assert dual_bound(A, rlo, rhi, rerr, model.x_lo, model.x_hi, c, c0, err, yp) \
+            <= exact + TOL
+
+
+def test_dual_bound_tracks_the_lp_optimum_closely():
+    net, lo, hi, model, c, c0, err, exact = _model(2)
+    bound = model.minimum(c, c0, err)
+    obj = model.h.getInfo().objective_function_value + c0
+    assert obj - 1e-7 <= bound <= obj + 1e-9
+
+
+@pytest.mark.parametrize("iters", [1, 2, 5])
+def test_an_early_stopped_lp_still_gives_a_valid_bound(iters):
+    net = random_mlp([3, 8, 8, 2], seed=3)
+    lo, hi = _box(3, 3, 0.8)
+    exact = milp_bounds(net, lo, hi)
+    early = lp_bounds(net, lo, hi, options=LPOptions(iteration_limit=iters))
+    assert np.all(early.lower <= exact.lower + TOL) and np.all(early.upper >= exact.upper - TOL)
+
+
+def test_splits_bound_each_branch_and_their_worse_branch_bounds_the_whole_box():
+    net = random_mlp([3, 8, 6, 2], seed=6)
+    lo, hi = _box(3, 6, 1.0)
+    prog = relu_program(net)
+    pre, _ = layer_bounds(prog, lo, hi)
+    l1, u1 = pre[0]
+    i = int(np.flatnonzero((l1 < 0) & (u1 > 0))[0])
+    xs = samples(lo, hi, 3000, 2)
+    _, zs = prog.forward(xs)
+    vals = net(xs)
+    whole = lp_bounds(net, lo, hi)
+    worst = np.full(2, np.inf)
+    for side in (-1, 1):
+        mask = np.zeros(8, dtype=np.int8)
+        mask[i] = side
+        r = lp_bounds(net, lo, hi, splits={"relu0": mask})
+        inside = (zs[0][:, i] >= 0) if side > 0 else (zs[0][:, i] <= 0)
+        assert np.all(vals[inside] >= r.lower[0]) and np.all(vals[inside] <= r.upper[0])
+        assert np.all(r.lower >= whole.lower - TOL)  # a split never loosens the bound
+        worst = np.minimum(worst, r.lower[0])
+    assert np.all(worst <= milp_bounds(net, lo, hi).lower[0] + TOL)
+
+
+def test_contradictory_splits_are_proven_empty_by_a_farkas_ray():
+    # z1 = x - 0.5 >= 0 and z2 = -x - 0.5 >= 0 cannot both hold; each alone can
+    W = np.array([[1.0], [-1.0]])
+    nodes = (Node("lin", O.Linear(W, np.array([-0.5, -0.5])), ("x",), (2,)),
+             Node("relu", O.Relu(), ("lin",), (2,)),
+             Node("out", O.Linear(np.array([[1.0, 1.0]]), np.zeros(1)), ("relu",), (1,)))
+    net = Network("x", (1,), nodes, "out")
+    lo, hi = np.array([-1.0]), np.array([1.0])
+    both = lp_bounds(net, lo, hi, splits={1: np.array([1, 1])})
+    assert both.lower[0, 0] == np.inf
+    one = lp_bounds(net, lo, hi, splits={1: np.array([1, 0])})
+    assert np.isfinite(one.lower[0, 0]) and one.lower[0, 0] <= 0.0 + TOL
+
+
+def test_lp_all_tightens_intermediate_bounds_soundly():
+    net = random_mlp([3, 10, 10, 2], seed=7)
+    lo, hi = _box(3, 7, 1.0)
+    plain = lp_bounds(net, lo, hi)
+    tight = lp_all_bounds(net, lo, hi)
+    prog = relu_program(net)
+    _, zs = prog.forward(samples(lo, hi, 2000, 3))
+    for name, z in zip(prog.pre_nodes, zs):
+        t, p = tight.intermediate[name], plain.intermediate[name]
+        assert np.all(z >= t.lower[0]) and np.all(z <= t.upper[0])
+        assert np.all(t.lower >= p.lower - TOL) and np.all(t.upper <= p.upper + TOL)
+    assert np.any(tight.intermediate["lin1"].upper < plain.intermediate["lin1"].upper - 1e-6)
