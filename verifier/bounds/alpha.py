@@ -151,6 +151,8 @@ def optimise(st: State, A0, const, mag, options: AlphaOptions, stats: dict | Non
     st.record = {}
     best = final_crown(st, A0, const, mag)
     crown_lower = best.copy()
+    for name in [n for n in st.alpha if n not in st.record]:  # not reached (e.g. concretised)
+        del st.alpha[name], masks[name], moments[name]
     lr = options.lr
     steps = options.iterations if masks else 0
     for t in range(1, steps + 1):

@@ -94,8 +94,11 @@ def sweep(plan: Plan, l0, u0, options: CrownOptions, known=None, split_at=None,
     n_rows = 0
     for pn in plan.nodes:
         lo, hi, w = ibp_node(st, pn)
+        if w is not None:
+            st.w[pn.name] = w
         lo, hi = constrain(st, pn.name, lo, hi, known, split_at)
         if use_crown and pn.name in plan.preact and pn.name not in plan.ibp_exact:
+            st.set(pn.name, lo, hi)  # provisional: a pass starting here may need magnitudes
             rows = _rows_to_bound(plan, pn.name, lo, hi, options.dense_fraction)
             if rows.size:
                 clo, chi = crown_rows(st, pn.name, rows, options.max_elements)
@@ -104,7 +107,7 @@ def sweep(plan: Plan, l0, u0, options: CrownOptions, known=None, split_at=None,
                 lo[:, rows] = np.maximum(lo[:, rows], clo)
                 hi[:, rows] = np.minimum(hi[:, rows], chi)
                 n_rows += 2 * rows.size
-        st.set(pn.name, lo, hi, w)
+        st.set(pn.name, lo, hi)
     if stats is not None:
         stats["crown_rows"] = n_rows
         stats["unstable"] = {pn.name: int(np.sum((st.lo[pn.inputs[0]] < 0)

@@ -140,10 +140,10 @@ def act_backward(A, lo_k, lo_t, up_k, up_t, vm, cols, bn):
                 pos = a > 0.0
                 k = lk[j] if pos else uk[j]
                 t = lt[j] if pos else ut[j]
-                na = a * k
+                nz = a != 0.0
+                na = a * k if nz else 0.0
                 orow[q] = na
-                at = a * t if a != 0.0 else 0.0
-                nz = na != 0.0
+                at = a * t if nz else 0.0
                 c += at + (na * bn[j] if nz else 0.0)
                 m += (abs(na) * vv[j] if nz else 0.0) + abs(at)
             const[b, r] = c

@@ -1,0 +1,212 @@
+"""Each Numba kernel against a plain numpy reference of the same formula, and the soundness of
+the relaxation lines they build (sampled points never leave them)."""
+import math
+
+import numpy as np
+import pytest
+
+from verifier import kernels as K
+from verifier.bounds.plan import pool_windows
+
+RNG = np.random.default_rng(0)
+
+
+def _coef(shape, rng=RNG):
+    A = rng.standard_normal(shape)
+    A[rng.random(shape) < 0.2] = 0.0
+    return A
+
+
+@pytest.mark.parametrize("Ba,Bl,Kl,Bs", [(1, 1, 1, 1), (3, 3, 1, 3), (1, 3, 4, 3), (3, 1, 4, 1)])
+def test_act_backward_matches_numpy(Ba, Bl, Kl, Bs):
+    K_, n = 4, 7
+    A = _coef((Ba, K_, n))
+    lo_k = RNG.random((Bl, Kl, n))
+    lo_t, up_k, up_t = (RNG.standard_normal((Bs, n)) for _ in range(3))
+    vm = RNG.random((Bs, n)) + 1.0
+    bn = RNG.standard_normal(n)
+    cols = np.array([0, 2, 3, 6], dtype=np.int64)
+    Az, c, m = K.act_backward(A, lo_k, lo_t, up_k, up_t, vm, cols, bn)
+    B = max(Ba, Bl, Bs)
+    A_ = np.broadcast_to(A, (B, K_, n))[:, :, cols]
+    pos = A_ > 0
+    k = np.where(pos, np.broadcast_to(lo_k, (B, K_, n))[:, :, cols],
+                 np.broadcast_to(up_k[:, None], (B, K_, n))[:, :, cols])
+    t = np.where(pos, np.broadcast_to(lo_t[:, None], (B, K_, n))[:, :, cols],
+                 np.broadcast_to(up_t[:, None], (B, K_, n))[:, :, cols])
+    vv = np.broadcast_to(vm[:, None], (B, K_, n))[:, :, cols]
+    np.testing.assert_allclose(Az, A_ * k, rtol=1e-15)
+    np.testing.assert_allclose(c, (A_ * t + A_ * k * bn[cols]).sum(-1), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m, (np.abs(A_ * k) * vv + np.abs(A_ * t)).sum(-1), rtol=1e-12)
+
+
+def test_act_backward_skips_zero_coefficients_against_infinite_lines():
+    A = np.array([[[0.0, 1.0]]])
+    inf = np.array([[np.inf, 0.5]])
+    Az, c, m = K.act_backward(A, np.ones((1, 1, 2)), inf, inf, inf, inf,
+                              np.arange(2, dtype=np.int64), np.zeros(2))
+    assert np.isfinite(Az).all() and c[0, 0] == 0.5 and np.isfinite(m).all()
+
+
+def test_act_forward_matches_numpy():
+    B, K_, n = 2, 3, 5
+    z = RNG.standard_normal((B, K_, n))
+    A = _coef((B, K_, n))
+    lo_k = RNG.random((B, K_, n))
+    lo_t, up_k, up_t = (RNG.standard_normal((B, n)) for _ in range(3))
+    y, g = K.act_forward(z, A, lo_k, lo_t, up_k, up_t)
+    np.testing.assert_allclose(y, np.where(A >= 0, lo_k * z + lo_t[:, None],
+                                           up_k[:, None] * z + up_t[:, None]), rtol=1e-15)
+    np.testing.assert_allclose(g, np.where(A > 0, A * z, 0.0), rtol=1e-15)
+
+
+@pytest.mark.parametrize("Ba,Bs", [(1, 1), (1, 3), (3, 1), (3, 3)])
+def test_products_match_numpy(Ba, Bs):
+    A = _coef((Ba, 4, 9))
+    l = RNG.standard_normal((Bs, 9))
+    u = l + RNG.random((Bs, 9))
+    w = RNG.random((Bs, 9))
+    B = max(Ba, Bs)
+    A_ = np.broadcast_to(A, (B, 4, 9))
+    np.testing.assert_allclose(K.abs_dot(A, w), (np.abs(A_) * w[:, None]).sum(-1), rtol=1e-13)
+    val, mag = K.box_lower(A, l, u)
+    ref = np.where(A_ > 0, A_ * l[:, None], A_ * u[:, None]).sum(-1)
+    np.testing.assert_allclose(val, ref, rtol=1e-12, atol=1e-14)
+    vm = np.maximum(np.abs(l), np.abs(u))
+    np.testing.assert_allclose(mag, (np.abs(A_) * vm[:, None]).sum(-1), rtol=1e-13)
+
+
+def test_adam_ascent_matches_numpy():
+    B, K_, n = 2, 3, 4
+    alpha = RNG.random((B, K_, n))
+    g = RNG.standard_normal((B, K_, n))
+    m = RNG.standard_normal((B, K_, n)) * 0.1
+    v = RNG.random((B, K_, n)) * 0.1
+    mask = RNG.random((B, n)) < 0.6
+    a0, m0, v0 = alpha.copy(), m.copy(), v.copy()
+    K.adam_ascent(alpha, g, m, v, mask, 0.3, 0.9, 0.999, 1e-8, 3)
+    mm = 0.9 * m0 + 0.1 * g
+    vv = 0.999 * v0 + 0.001 * g * g
+    step = 0.3 * (mm / (1 - 0.9 ** 3)) / (np.sqrt(vv / (1 - 0.999 ** 3)) + 1e-8)
+    M = mask[:, None, :]
+    np.testing.assert_allclose(alpha, np.where(M, np.clip(a0 + step, 0, 1), a0), rtol=1e-14)
+    np.testing.assert_allclose(m, np.where(M, mm, m0), rtol=1e-13)
+    np.testing.assert_allclose(v, np.where(M, vv, v0), rtol=1e-13)
+
+
+def test_select_backward_is_the_transpose_of_select():
+    idx = np.array([2, 0, -1, 2, 1], dtype=np.int64)
+    A = _coef((2, 3, 5))
+    Ain, c = K.select_backward(A, idx, 4, 0.7)
+    x = RNG.standard_normal(4)
+    y = np.where(idx >= 0, x[np.maximum(idx, 0)], 0.7)
+    np.testing.assert_allclose((Ain * x).sum(-1) + c, (A * y).sum(-1), rtol=1e-12)
+
+
+def test_window_kernels_match_numpy():
+    win = pool_windows((2, 4, 5), (2, 2, 3), (2, 2), (2, 2), (0, 1, 0, 1), (1, 1))
+    l = RNG.standard_normal((3, 40))
+    u = l + RNG.random((3, 40))
+    safe = np.where(win >= 0, win, 0)
+    ref = np.where(win >= 0, l[:, safe], -np.inf).max(-1)
+    np.testing.assert_array_equal(K.window_max(l, win), ref)
+    jstar, U, exact = K.maxpool_relax(l, u, win)
+    np.testing.assert_array_equal(l[np.arange(3)[:, None], jstar], ref)
+    np.testing.assert_array_equal(U, np.where(win >= 0, u[:, safe], -np.inf).max(-1))
+    A = _coef((3, 2, 12))
+    Ain, c = K.maxpool_backward(A, jstar, U, exact, 40)
+    ref_in = np.zeros((3, 2, 40))
+    ref_c = np.zeros((3, 2))
+    for b in range(3):
+        for r in range(2):
+            for o in range(12):
+                a = A[b, r, o]
+                if a > 0 or (a < 0 and exact[b, o]):
+                    ref_in[b, r, jstar[b, o]] += a
+                elif a < 0:
+                    ref_c[b, r] += a * U[b, o]
+    np.testing.assert_allclose(Ain, ref_in, rtol=1e-15)
+    np.testing.assert_allclose(c, ref_c, rtol=1e-15)
+
+
+def test_relu_relax_lines_are_sound_and_adaptive():
+    l = np.array([[-2.0, -1.0, 0.5, -3.0, -1.0]])
+    u = np.array([[1.0, 3.0, 2.0, -0.5, 1.0]])
+    lo_k, up_k, up_t = K.relu_relax(l, u, 0)
+    np.testing.assert_array_equal(lo_k, [[0.0, 1.0, 1.0, 0.0, 1.0]])
+    assert up_k[0, 0] >= 1.0 / 3.0 and up_k[0, 0] - 1.0 / 3.0 < 1e-15
+    z = np.clip(np.linspace(l, u, 1001), l, u)
+    y = np.maximum(z, 0)
+    assert (y <= up_k * z + up_t).all() and (y >= lo_k * z).all()
+    for mode, expect in ((1, 0.0), (2, 1.0)):
+        assert K.relu_relax(l, u, mode)[0][0, 0] == expect
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.01, 0.3, 1.0, 2.5])
+def test_leaky_relax_lines_are_sound(alpha):
+    rng = np.random.default_rng(1)
+    l = rng.standard_normal((1, 200)) * 3
+    u = l + rng.random((1, 200)) * 4
+    lo_k, lo_t, up_k, up_t = K.leaky_relax(l, u, alpha)
+    t = np.concatenate([np.zeros((1, 1, 200)), np.ones((1, 1, 200)), rng.random((1, 50, 200))],
+                       axis=1)
+    z = np.clip(l[:, None] + t * (u - l)[:, None], l[:, None], u[:, None])
+    y = np.where(z >= 0, z, alpha * z)
+    assert _below(-y, -lo_k[:, None], z, -lo_t[:, None])
+    assert _below(y, up_k[:, None], z, up_t[:, None])
+
+
+def _below(y, k, z, t):
+    """y <= k z + t up to the rounding of evaluating the line and y in float64 (4 ulps of the
+    terms): the lines are exact-arithmetic bounds; the rounding of their use is covered by the
+    CROWN margin."""
+    return (y <= k * z + t + 2.0 ** -51 * (np.abs(k * z) + np.abs(t) + np.abs(y))).all()
+
+
+_F = {0: lambda z: 0.5 * (1 + np.tanh(0.5 * z)), 1: np.tanh, 2: lambda z: np.logaddexp(0, z)}
+
+
+def _intervals(rng):
+    c = rng.standard_normal(400) * np.array([0.5, 3, 12, 40])[rng.integers(0, 4, 400)]
+    w = np.exp(rng.uniform(np.log(1e-12), np.log(60), 400))
+    l, u = c - w / 2, c + w / 2
+    edge = np.array([[-1.0, 1.0], [0.0, 2.0], [-2.0, 0.0], [-1e-9, 1e-9], [3.0, 3.0],
+                     [-800, -700], [700, 800], [-0.01, 50], [-50, 0.01], [-30, 30]])
+    return np.concatenate([l, edge[:, 0]])[None], np.concatenate([u, edge[:, 1]])[None]
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2])
+def test_sshape_lines_are_sound_everywhere(kind):
+    rng = np.random.default_rng(2 + kind)
+    l, u = _intervals(rng)
+    lo_k, lo_t, up_k, up_t = K.sshape_relax(l, u, kind)
+    assert np.isfinite(lo_k).all() and np.isfinite(up_t).all()
+    t = np.concatenate([np.zeros((1, 1)), np.ones((1, 1)), rng.random((1, 300)),
+                        np.linspace(0, 1, 101)[None]], axis=1)[:, :, None]
+    z = np.clip(l[:, None] + t * (u - l)[:, None], l[:, None], u[:, None])
+    with np.errstate(over="ignore"):
+        y = _F[kind](z)
+    assert _below(-y, -lo_k[:, None], z, -lo_t[:, None])
+    assert _below(y, up_k[:, None], z, up_t[:, None])
+    lo, hi = K.sshape_ibp(l, u, kind)
+    assert (y >= lo[:, None]).all() and (y <= hi[:, None]).all()
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2])
+def test_sshape_lines_are_tight_where_exact(kind):
+    """A tiny interval is enclosed to within about its width times the slope error."""
+    l = np.array([[0.3, -2.0, 5.0]])
+    u = l + 1e-6
+    lo_k, lo_t, up_k, up_t = K.sshape_relax(l, u, kind)
+    f = _F[kind]
+    gap = (up_k * u + up_t) - (lo_k * u + lo_t)
+    assert (gap < 1e-9).all()
+    assert (np.abs(lo_k * l + lo_t - f(l)) < 1e-9).all()
+
+
+def test_sshape_on_unbounded_intervals_gives_constant_lines():
+    l = np.array([[-np.inf, -1.0]])
+    u = np.array([[1.0, np.inf]])
+    lo_k, lo_t, up_k, up_t = K.sshape_relax(l, u, 1)
+    assert lo_k[0, 0] == 0 and lo_t[0, 0] <= -1.0 and up_k[0, 1] == 0 and up_t[0, 1] >= 1.0
+    assert math.isclose(lo_t[0, 0], -1.0, rel_tol=1e-12)
