@@ -3,14 +3,16 @@
 A benchmark folder holds ``instances.csv`` (rows ``onnx,vnnlib,timeout`` with paths relative to
 the folder) and optionally ``ground_truth.csv`` (``onnx,vnnlib,expected,certainty,...``).
 
-``run_benchmark`` runs each instance in its own worker process (at most ``workers`` at a time),
+``run_benchmark`` runs the instances in worker processes (at most ``workers`` at a time; each
+solves up to ``tasks_per_worker`` instances in turn, reusing its imports and compiled kernels),
 forked from a clean "forkserver" process that has imported the verifier but run nothing (forking
-the caller itself is unsafe once it has used OpenMP threads, e.g. Numba's parallel kernels), so
-that a crash, a kill for memory or a hang costs one instance only: a worker that dies
-without answering is recorded as ``error``, one still running at ``timeout + grace`` seconds is
-killed and recorded as ``timeout``. Results are appended to a CSV file one complete row at a
-time (flushed and synced), so a run interrupted by Ctrl-C or a crash leaves a valid file, and a
-restart skips every instance already recorded (a torn last line is dropped first).
+the caller itself is unsafe once it has used OpenMP threads, e.g. Numba's parallel kernels).
+A crash, a kill for memory or a hang costs one instance only: a worker that dies without
+answering is recorded as ``error``, one still running at ``timeout + grace`` seconds is killed
+and recorded as ``timeout``; a new worker takes over the rest. Results are appended to a CSV
+file one complete row at a time (flushed and synced), so a run interrupted by Ctrl-C or a crash
+leaves a valid file, and a restart skips every instance already recorded (a torn last line is
+dropped first).
 Counterexamples of ``sat`` answers are written as VNN-COMP results files into a folder beside
 the CSV (``<results stem>_ce/``).
 """
@@ -231,33 +233,47 @@ def limit_blas_threads(n: int) -> bool:
     return done
 
 
-def _worker(conn, args: tuple, memory_limit: int | None, blas_threads: int | None) -> None:
+def _runner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else (pid reused): treat as gone
+        return False
+    return True
+
+
+def _serve(conn, runner_pid: int, memory_limit: int | None, blas_threads: int | None) -> None:
     """Body of a worker process: ignore Ctrl-C (the parent ends workers), optionally cap the
-    address space and the BLAS threads, solve one instance and send the answer (or the
-    exception's message)."""
+    address space and the BLAS threads, then solve the instances the parent sends (argument
+    tuples for ``solve_instance``; None ends the loop) and send back each answer (or the
+    exception's message). An idle worker whose runner (``runner_pid``) has died exits."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if blas_threads:
         limit_blas_threads(blas_threads)
     if memory_limit:
         import resource  # noqa: PLC0415 (POSIX only)
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
-    try:
-        out = solve_instance(*args)
-    except BaseException as exc:  # report anything, then die: the parent records "error"
-        out = {"result": "error", "seconds": 0.0, "method": "",
-               "message": f"{type(exc).__name__}: {exc}"}
-    conn.send(out)
+    while True:
+        while not conn.poll(1.0):
+            if not _runner_alive(runner_pid):
+                return
+        try:
+            args = conn.recv()
+        except EOFError:
+            return
+        if args is None:
+            break
+        try:
+            out = solve_instance(*args)
+        except BaseException as exc:  # report anything; the worker lives on for the next one
+            out = {"result": "error", "seconds": 0.0, "method": "",
+                   "message": f"{type(exc).__name__}: {exc}"}
+        try:
+            conn.send(out)
+        except OSError:  # the runner is gone
+            return
     conn.close()
-
-
-@dataclass
-class _Job:
-    inst: Instance
-    proc: object
-    conn: object
-    start: float
-    limit: float
-    answer: dict | None = None
 
 
 @dataclass
@@ -277,6 +293,9 @@ class RunOptions:
     grace_share: float = 0.1
     #: address-space cap per worker in bytes (None: none); a worker over it fails with error
     memory_limit: int | None = None
+    #: instances one worker process solves before it is replaced (imports and compiled
+    #: kernels are reused in between; 1: a fresh process per instance)
+    tasks_per_worker: int = 20
     #: only the first ``limit`` instances (None: all)
     limit: int | None = None
     #: folder for the counterexample files of sat answers (None: <results stem>_ce beside it)
@@ -284,6 +303,41 @@ class RunOptions:
     #: how workers start: "forkserver" (default, safe), or "fork" (inherits the caller's state;
     #: only for callers that have not used OpenMP threads, e.g. tests that replace the solver)
     start_method: str = "forkserver"
+
+
+class _Worker:
+    """One worker process and the instance it is solving (``inst`` None when idle)."""
+
+    def __init__(self, ctx, opt: RunOptions):
+        self.conn, child = ctx.Pipe(duplex=True)
+        threads = max(1, (os.cpu_count() or 1) // max(1, opt.workers))
+        self.proc = ctx.Process(target=_serve,
+                                args=(child, os.getpid(), opt.memory_limit, threads), daemon=True)
+        self.proc.start()
+        child.close()
+        self.tasks = 0
+        self.inst: Instance | None = None
+        self.start = 0.0
+        self.limit = 0.0
+
+    def assign(self, inst: Instance, args: tuple, limit: float) -> None:
+        self.inst, self.start, self.limit = inst, time.monotonic(), limit
+        self.tasks += 1
+        self.conn.send(args)
+
+    def stop(self, kill: bool = False) -> None:
+        if kill and self.proc.is_alive():
+            self.proc.kill()
+        elif self.proc.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                self.proc.kill()
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
 
 
 def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
@@ -298,43 +352,45 @@ def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
         instances = instances[:opt.limit]
     done_rows = read_results(results_path)
     done = {r.key for r in done_rows}
-    todo = [i for i in instances if i.key not in done]
+    queue = [i for i in instances if i.key not in done]
     total = len(instances)
     n_done = sum(1 for i in instances if i.key in done)
     ce_dir = Path(opt.ce_dir) if opt.ce_dir else Path(results_path).with_name(
         Path(results_path).stem + "_ce")
     log.info("%s: %d instances, %d already done, %d to run with %d workers", bench, total,
-             n_done, len(todo), opt.workers)
+             n_done, len(queue), opt.workers)
     if progress:
         progress(n_done, total, None)
     writer = ResultsWriter(results_path)
     ctx = mp.get_context(opt.start_method)
     if opt.start_method == "forkserver":
         ctx.set_forkserver_preload(PRELOAD)
-    running: list[_Job] = []
-    queue = list(todo)
+    pool: list[_Worker] = []
     try:
-        while queue or running:
-            while queue and len(running) < max(1, opt.workers):
-                inst = queue.pop(0)
-                running.append(_start(ctx, bench, inst, opt, ce_dir))
-            _wait_any(running)
+        while queue or any(w.inst is not None for w in pool):
+            while queue and (len(pool) < max(1, opt.workers) or any(w.inst is None for w in pool)):
+                idle = next((w for w in pool if w.inst is None), None)
+                if idle is None:
+                    idle = _Worker(ctx, opt)
+                    pool.append(idle)
+                _assign(idle, queue.pop(0), bench, opt, ce_dir)
+            _wait_any(pool)
             now = time.monotonic()
-            for job in list(running):
-                row = _collect(job, now, opt)
+            for w in list(pool):
+                row = _collect(w, now, opt)
                 if row is None:
                     continue
-                running.remove(job)
                 writer.write(row)
                 done_rows.append(row)
                 n_done += 1
                 if progress:
                     progress(n_done, total, row)
+                if not w.proc.is_alive() or w.tasks >= max(1, opt.tasks_per_worker):
+                    w.stop()
+                    pool.remove(w)
     finally:
-        for job in running:  # Ctrl-C or an error in the parent: end the workers, record nothing
-            if job.proc.is_alive():
-                job.proc.kill()
-            job.proc.join()
+        for w in pool:  # Ctrl-C or an error in the parent: end the workers, record nothing
+            w.stop(kill=w.inst is not None)
         writer.close()
     return done_rows
 
@@ -344,59 +400,55 @@ def instance_timeout(inst: Instance, opt: RunOptions) -> float:
     return float(opt.timeout) if opt.timeout is not None else inst.timeout * opt.timeout_scale
 
 
-def _start(ctx, bench: Path, inst: Instance, opt: RunOptions, ce_dir: Path) -> _Job:
+def _assign(w: _Worker, inst: Instance, bench: Path, opt: RunOptions, ce_dir: Path) -> None:
     timeout = instance_timeout(inst, opt)
     ce_path = ce_dir / f"{inst.name}.txt"
     if ce_path.exists():
         ce_path.unlink()
     ce_dir.mkdir(parents=True, exist_ok=True)
-    parent, child = ctx.Pipe(duplex=False)
     args = (str(bench / inst.onnx), str(bench / inst.vnnlib), timeout, opt.method, str(ce_path))
-    threads = max(1, (os.cpu_count() or 1) // max(1, opt.workers))
-    proc = ctx.Process(target=_worker, args=(child, args, opt.memory_limit, threads), daemon=True)
-    proc.start()
-    child.close()
-    limit = timeout + opt.grace + opt.grace_share * timeout
-    return _Job(inst, proc, parent, time.monotonic(), limit)
+    w.assign(inst, args, timeout + opt.grace + opt.grace_share * timeout)
 
 
-def _wait_any(running: list[_Job]) -> None:
-    if not running:
+def _wait_any(pool: list[_Worker]) -> None:
+    busy = [w for w in pool if w.inst is not None]
+    if not busy:
         return
-    now = time.monotonic()
-    soonest = min(j.start + j.limit for j in running)
-    handles = [h for j in running for h in (j.conn, j.proc.sentinel)]
-    wait(handles, timeout=max(0.0, min(soonest - now, 1.0)))
+    soonest = min(w.start + w.limit for w in busy)
+    handles = [h for w in busy for h in (w.conn, w.proc.sentinel)]
+    wait(handles, timeout=max(0.0, min(soonest - time.monotonic(), 1.0)))
 
 
-def _collect(job: _Job, now: float, opt: RunOptions) -> Row | None:
-    """The row of a finished, dead or overdue job, or None while it is still running."""
-    inst = job.inst
+def _collect(w: _Worker, now: float, opt: RunOptions) -> Row | None:
+    """The row of the instance of a worker that answered, died or ran over its time (the worker
+    is then killed), or None while it is still working; the worker is idle afterwards."""
+    inst = w.inst
+    if inst is None:
+        return None
     timeout = instance_timeout(inst, opt)
-    if job.answer is None and job.conn.poll():
+    answer = None
+    if w.conn.poll():
         try:
-            job.answer = job.conn.recv()
-        except EOFError:
-            job.answer = None
-    if job.answer is not None:
-        job.proc.join()
-        job.conn.close()
-        a = job.answer
-        return Row(inst.onnx, inst.vnnlib, timeout, a["result"], float(a["seconds"]),
-                   a.get("method", ""), a.get("message", ""))
-    if not job.proc.is_alive():
-        job.proc.join()
-        job.conn.close()
-        code = job.proc.exitcode
+            answer = w.conn.recv()
+        except (EOFError, OSError):
+            answer = None
+    if answer is not None:
+        w.inst = None
+        return Row(inst.onnx, inst.vnnlib, timeout, answer["result"], float(answer["seconds"]),
+                   answer.get("method", ""), answer.get("message", ""))
+    if not w.proc.is_alive():
+        w.proc.join()
+        code = w.proc.exitcode
         why = (f"worker killed by signal {-code}" + (" (out of memory?)" if code == -9 else "")
                if code is not None and code < 0 else f"worker exited with status {code}")
-        return Row(inst.onnx, inst.vnnlib, timeout, "error", now - job.start, "", why)
-    if now - job.start > job.limit:
-        job.proc.kill()
-        job.proc.join()
-        job.conn.close()
-        return Row(inst.onnx, inst.vnnlib, timeout, "timeout", now - job.start, "",
-                   f"killed after {now - job.start:.1f} s (timeout {timeout:g} s + grace)")
+        w.inst = None
+        return Row(inst.onnx, inst.vnnlib, timeout, "error", now - w.start, "", why)
+    if now - w.start > w.limit:
+        w.proc.kill()
+        w.proc.join()
+        w.inst = None
+        return Row(inst.onnx, inst.vnnlib, timeout, "timeout", now - w.start, "",
+                   f"killed after {now - w.start:.1f} s (timeout {timeout:g} s + grace)")
     return None
 
 

@@ -55,8 +55,8 @@ Progress = Callable[[str, float], None]
 class VerifyOptions:
     """Knobs of the pipeline, with their defaults."""
 
-    #: the first, cheap attack (probe + PGD rounds)
-    attack: AttackOptions = field(default_factory=AttackOptions)
+    #: the first, cheap attack (probe + one PGD round): before any bound is computed
+    attack: AttackOptions = field(default_factory=lambda: AttackOptions(rounds=1))
     #: most of the timeout the first attack may take
     attack_share: float = 0.2
     #: PGD rounds of the last attack, run when bounds and branch and bound left the question open
