@@ -146,12 +146,12 @@ def test_bad_options_are_bad_input(capsys):
 
 def test_an_unexpected_failure_is_answered_error_with_exit_status_one(tmp_path, capsys,
                                                                        monkeypatch):
-    import verifier.verify
+    import importlib
 
     def broken(*a, **k):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(verifier.verify, "verify", broken)
+    monkeypatch.setattr(importlib.import_module("verifier.verify"), "verify", broken)
     res = tmp_path / "res.txt"
     code, out, _ = run_main(["verify", MODEL, ROBUST, "--results", str(res)], capsys)
     assert code == 1

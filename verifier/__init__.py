@@ -4,6 +4,7 @@ from .network import Network, Node
 from .network.onnx_export import save_onnx
 from .network.onnx_import import load_onnx
 from .result import Result
+from .verify import verify
 
-__all__ = ["Network", "Node", "Result", "load_onnx", "save_onnx", "VerifierError", "ModelError", "SpecError",
+__all__ = ["verify", "Network", "Node", "Result", "load_onnx", "save_onnx", "VerifierError", "ModelError", "SpecError",
            "UnsupportedOpError"]
