@@ -109,7 +109,8 @@ def verify(net, spec, timeout: float | None = 60, method: str = "auto", onnx_pat
     try:
         result = run.run()
     except Exception as exc:  # every failure inside the pipeline is an answer of its own: error
-        log.exception("verification failed")
+        log.error("verification failed: %s: %s", type(exc).__name__, exc)
+        log.debug("traceback of the failure", exc_info=True)
         result = Result("error", message=f"{type(exc).__name__}: {exc}")
     result.seconds = time.monotonic() - t0
     result.stats.update(run.stats)
