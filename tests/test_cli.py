@@ -246,3 +246,20 @@ def test_run_interrupted_by_ctrl_c_resumes_without_redoing_rows(tmp_path):
     keys = [tuple(line.split(",")[:2]) for line in after.splitlines()[1:]]
     assert len(keys) == 8 and len(set(keys)) == 8  # and none done twice
     assert "8 instances, solved 8" in proc.stdout
+
+
+def test_the_vnncomp_scripts_prepare_and_run_an_instance(tmp_path):
+    scripts = Path(cli.__file__).resolve().parent.parent / "vnncomp"
+    env = dict(__import__("os").environ, VERIFIER=f"{sys.executable} -m verifier.cli")
+    prep = subprocess.run(["bash", str(scripts / "prepare_instance.sh"), "v1", "example", MODEL,
+                           BOUNDARY], capture_output=True, text=True, env=env, timeout=300)
+    assert prep.returncode == 0, prep.stderr
+    res = tmp_path / "out.txt"
+    run = subprocess.run(["bash", str(scripts / "run_instance.sh"), "v1", "example", MODEL,
+                          BOUNDARY, str(res), "30"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert parse_results(res.read_text())[0] == "sat"
+    bad = subprocess.run(["bash", str(scripts / "run_instance.sh"), "v2", "example", MODEL,
+                          BOUNDARY, str(res), "30"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "v1" in bad.stderr

@@ -16,9 +16,11 @@ fi
 # the command: $VERIFIER if set, else `verifier` on the PATH, else this checkout's module
 if [ -n "${VERIFIER:-}" ]; then read -r -a CMD <<< "$VERIFIER"
 elif command -v verifier > /dev/null; then CMD=(verifier)
-else  # this checkout, without installing it
-    CMD=(python3 -m verifier.cli)
-    export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+else  # this checkout, without installing it: its .venv's python if there is one
+    ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+    PY=python3; [ -x "$ROOT/.venv/bin/python" ] && PY="$ROOT/.venv/bin/python"
+    CMD=("$PY" -m verifier.cli)
+    export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 fi
 echo "preparing $CATEGORY: $ONNX $VNNLIB" >&2
 # `verifier check` imports the model, reads the property and compares with onnxruntime;
