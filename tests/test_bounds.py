@@ -240,3 +240,13 @@ def test_spec_bounds_and_report_follow_the_file_order():
     assert rep["outputs"][0]["lower"] <= out.lower[0, 0] + 1e-12
     js = bounds.bounds_json(res, "crown", 0.5)
     assert js["seconds"] == 0.5 and js["outputs"] == [] and len(js["disjuncts"]) == 3
+
+
+def test_bounding_every_neuron_matches_the_reference_and_is_never_looser_on_it():
+    net = mlp([5, 80, 80, 80, 3], seed=21, scale=1.7)
+    lo, hi = box(5, B=2, seed=21, eps=0.5)
+    dense = bounds.CrownOptions(dense_fraction=0.0, dense_below=0)
+    r = bounds.compute(net, lo, hi, method="crown", options=dense)
+    rl, ru = reference.crown(net, lo, hi, np.eye(3), np.zeros(3), dense_fraction=0.0)
+    np.testing.assert_allclose(r.lower, rl, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(r.upper, ru, rtol=1e-9, atol=1e-9)

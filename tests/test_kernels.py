@@ -210,3 +210,38 @@ def test_sshape_on_unbounded_intervals_gives_constant_lines():
     lo_k, lo_t, up_k, up_t = K.sshape_relax(l, u, 1)
     assert lo_k[0, 0] == 0 and lo_t[0, 0] <= -1.0 and up_k[0, 1] == 0 and up_t[0, 1] >= 1.0
     assert math.isclose(lo_t[0, 0], -1.0, rel_tol=1e-12)
+
+
+def test_affine_ibp_matches_the_blas_formula():
+    from verifier.bounds.rounding import centre_radius, down, up
+    W = RNG.standard_normal((6, 9))
+    b = RNG.standard_normal(6)
+    lo = RNG.standard_normal((3, 9))
+    hi = lo + RNG.random((3, 9))
+    g = 1e-12
+    l2, h2, s2 = K.affine_ibp(np.ascontiguousarray(W.T), b, lo, hi, g)
+    mu, r = centre_radius(lo, hi)
+    c = mu @ W.T + b
+    s = (np.abs(mu) + r) @ np.abs(W).T + np.abs(b)
+    R = r @ np.abs(W).T + g * s
+    np.testing.assert_allclose(s2, s, rtol=1e-13)
+    np.testing.assert_allclose(l2, down(c - R), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(h2, up(c + R), rtol=1e-12, atol=1e-13)
+
+
+def test_threaded_split_equals_the_single_thread_result(monkeypatch):
+    from verifier.kernels import parallel
+    B, K_, n = 7, 5, 6
+    A = _coef((B, K_, n))
+    lo_k = RNG.random((B, 1, n))
+    lo_t, up_k, up_t = (RNG.standard_normal((B, n)) for _ in range(3))
+    vm = RNG.random((B, n))
+    cols = np.arange(n, dtype=np.int64)
+    one = K.act_backward(A, lo_k, lo_t, up_k, up_t, vm, cols, np.zeros(n))
+    f1 = K.act_forward(A.copy(), A, lo_k, lo_t, up_k, up_t)
+    monkeypatch.setattr(parallel, "MIN_WORK", 0)
+    monkeypatch.setattr(parallel, "threads", lambda: 3)
+    many = K.act_backward(A, lo_k, lo_t, up_k, up_t, vm, cols, np.zeros(n))
+    f2 = K.act_forward(A.copy(), A, lo_k, lo_t, up_k, up_t)
+    for x, y in zip(one + f1, many + f2):
+        np.testing.assert_array_equal(x, y)

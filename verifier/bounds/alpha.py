@@ -25,10 +25,22 @@ from .types import AlphaOptions
 
 def _linear(st, pn, A, xs):
     x = xs[0]
-    W = pn.op.W
+    W, b = pn.op.W, pn.op.b
     m, n = W.shape
     Bx, K = x.shape[:2]
-    return (x.reshape(-1, n) @ W.T + pn.op.b).reshape(Bx, K, -1)
+    act = st.plan.fused_into.get(pn.name)
+    if act is not None:
+        cols = relaxation(st, st.plan.node(act)).cols
+        if cols.size < m:
+            # only the neurons whose lines are not zero matter to the activation after it
+            key = ("fwd", pn.name)
+            sub = st.cache.get(key)
+            if sub is None:
+                sub = st.cache[key] = (np.ascontiguousarray(W[cols].T), b[cols])
+            y = np.zeros((Bx, K, m))
+            y[:, :, cols] = (x.reshape(-1, n) @ sub[0] + sub[1]).reshape(Bx, K, -1)
+            return y
+    return (x.reshape(-1, n) @ W.T + b).reshape(Bx, K, -1)
 
 
 def _scale(st, pn, A, xs):

@@ -31,26 +31,32 @@ RELU_MODES = {"adaptive": 0, "zero": 1, "one": 2, "same": 3}
 
 def constrain(st: State, name: str, lo, hi, known: dict | None, split_at: dict | None):
     """Intersect a value's bounds with known bounds and split constraints (copies on change)."""
+    changed = False
     if known is not None and name in known:
         kl, ku = known[name]
         lo = np.maximum(lo, kl)
         hi = np.minimum(hi, ku)
+        changed = True
     if split_at is not None and name in split_at:
         s = split_at[name]
         lo = np.where(s > 0, np.maximum(lo, 0.0), lo)
         hi = np.where(s < 0, np.minimum(hi, 0.0), hi)
+        changed = True
+    if changed:
+        st.mark_empty(lo, hi)
     return lo, hi
 
 
-def _rows_to_bound(plan: Plan, name: str, lo, hi, dense_fraction: float) -> np.ndarray:
+def _rows_to_bound(plan: Plan, name: str, lo, hi, options: CrownOptions) -> np.ndarray:
     kinds = plan.preact[name]
     if all(issubclass(k, KINKED) for k in kinds):
         mask = np.any((lo < 0.0) & (hi > 0.0), axis=0)
     else:
         mask = np.any(hi > lo, axis=0)
     rows = np.flatnonzero(mask)
-    if rows.size > dense_fraction * lo.shape[1]:
-        rows = np.arange(lo.shape[1])
+    n = lo.shape[1]
+    if rows.size and (rows.size > options.dense_fraction * n or n <= options.dense_below):
+        rows = np.arange(n)
     return rows
 
 
@@ -99,7 +105,7 @@ def sweep(plan: Plan, l0, u0, options: CrownOptions, known=None, split_at=None,
         lo, hi = constrain(st, pn.name, lo, hi, known, split_at)
         if use_crown and pn.name in plan.preact and pn.name not in plan.ibp_exact:
             st.set(pn.name, lo, hi)  # provisional: a pass starting here may need magnitudes
-            rows = _rows_to_bound(plan, pn.name, lo, hi, options.dense_fraction)
+            rows = _rows_to_bound(plan, pn.name, lo, hi, options)
             if rows.size:
                 clo, chi = crown_rows(st, pn.name, rows, options.max_elements)
                 lo = lo.copy()

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from verifier.errors import UnsupportedOpError
-from verifier.kernels import sshape_ibp, window_max
+from verifier.kernels import affine_ibp, sshape_ibp, window_max
 from verifier.network import ops as O
 
 from .plan import LINEAR_MAPS, PlanNode, concat_positions, pool_windows
@@ -35,6 +35,13 @@ def abs_weights(pn: PlanNode) -> np.ndarray:
     return aw
 
 
+#: a 1-d Linear layer's IBP runs in one kernel pass over its weights per box for up to this
+#: many boxes, or for any number when its weights are this small (cache resident); BLAS
+#: products over the batch are faster beyond
+KERNEL_BOXES = 4
+KERNEL_WEIGHTS = 1 << 14
+
+
 def _linear(st, pn):
     x = pn.inputs[0]
     W, b = pn.op.W, pn.op.b
@@ -42,6 +49,11 @@ def _linear(st, pn):
     lo, hi = st.lo[x], st.hi[x]
     B = lo.shape[0]
     P = pn.size // m
+    if P == 1 and (B <= KERNEL_BOXES or W.size <= KERNEL_WEIGHTS):
+        WT = pn.cache.get("WT")
+        if WT is None:
+            WT = pn.cache["WT"] = np.ascontiguousarray(W.T)
+        return affine_ibp(WT, b, lo, hi, MARGIN_FACTOR * st.plan.gamma)
     mu, r = centre_radius(lo, hi)
     mu = mu.reshape(B * P, n)
     r = r.reshape(B * P, n)

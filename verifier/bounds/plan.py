@@ -80,6 +80,7 @@ class Plan:
                 xn = self.node(x)
                 if isinstance(xn.op, O.Linear) and xn.size == xn.op.W.shape[0]:
                     self.fuse[pn.name] = x
+        self.fused_into = {lin: act for act, lin in self.fuse.items()}
         big = max([self.n0] + [pn.size for pn in self.nodes]
                   + [s for pn in self.nodes for s in pn.in_sizes]
                   + [int(getattr(pn.op, "W").size) for pn in self.nodes

@@ -1,10 +1,11 @@
 """Plain-numpy reference implementations of IBP, CROWN and alpha-CROWN for MLPs.
 
-Straightforward and dense: every neuron of every hidden layer is bounded by a full backward pass
-(both signs), with matrices materialised and no kernel. They compute the same mathematics as the
-Numba path -- the same relaxations, the same intersection of IBP and CROWN intermediate bounds,
-the same Adam iterations and the same rounding margins (rounding.py) -- so the tests compare the
-two to ~1e-9, and benchmarks/bounds.py times the Numba path against them.
+Straightforward: dense matrices materialised in numpy (identity rows, every coefficient column
+through every product, no kernel, no fusion). They compute the same mathematics as the Numba
+path -- the same relaxations, the same choice of the neurons that get CROWN bounds, the same
+intersection of IBP and CROWN intermediate bounds, the same Adam iterations and the same
+rounding margins (rounding.py) -- so the tests compare the two to ~1e-9, and
+benchmarks/bounds.py times the Numba path against them.
 
 Networks: a chain of Reshape nodes, then Linear (1-d) / Relu alternating, ending in a Linear.
 """
@@ -112,18 +113,27 @@ def _backward(layers, rels, A, const, ins, pre, g, alphas=None, record=None):
     return down(const - g * mag)
 
 
-def _sweep(layers, lower, upper, g):
-    """Intermediate bounds: per hidden layer, IBP from the previous bounds intersected with a
-    dense CROWN pass over all of its neurons (both signs). Returns (ins, pre, rels)."""
+def _sweep(layers, lower, upper, g, dense_fraction=0.9, dense_below=64):
+    """Intermediate bounds: per hidden layer, IBP from the previous bounds intersected with
+    CROWN for the neurons that IBP leaves unstable in some box (all of them once more than
+    ``dense_fraction`` are, or the layer has at most ``dense_below``: as the Numba path).
+    Returns (ins, pre, rels)."""
     ins, pre, rels = [(lower, upper)], [], []
     for i, (W, b) in enumerate(layers[:-1]):
         zl, zh = _ibp_affine(W, b, ins[i][0], ins[i][1], g)
-        if i > 0:
-            n = W.shape[0]
-            A = np.concatenate([np.eye(n), -np.eye(n)])[None]
-            lb = _backward(layers[:i + 1], rels, A, np.zeros((1, 2 * n)), ins, pre, g)
-            zl = np.maximum(zl, lb[:, :n])
-            zh = np.minimum(zh, -lb[:, n:])
+        n = W.shape[0]
+        rows = np.flatnonzero(((zl < 0) & (zh > 0)).any(axis=0))
+        if rows.size and (rows.size > dense_fraction * n or n <= dense_below):
+            rows = np.arange(n)
+        if i > 0 and rows.size:
+            R = rows.size
+            A = np.zeros((1, 2 * R, n))
+            A[0, np.arange(R), rows] = 1.0
+            A[0, R + np.arange(R), rows] = -1.0
+            lb = _backward(layers[:i + 1], rels, A, np.zeros((1, 2 * R)), ins, pre, g)
+            zl, zh = zl.copy(), zh.copy()
+            zl[:, rows] = np.maximum(zl[:, rows], lb[:, :R])
+            zh[:, rows] = np.minimum(zh[:, rows], -lb[:, R:])
         pre.append((zl, zh))
         rels.append(_relax(zl, zh))
         ins.append((np.maximum(zl, 0), np.maximum(zh, 0)))
@@ -136,11 +146,11 @@ def _folded_ibp(layers, ins, C, d, g):
     return _ibp_affine(C @ W, C @ b - d, ins[-1][0], ins[-1][1], g)
 
 
-def crown(net, lower, upper, C, d):
-    """CROWN bounds (B, k) of ``C y - d`` (dense reference)."""
+def crown(net, lower, upper, C, d, dense_fraction=0.9, dense_below=64):
+    """CROWN bounds (B, k) of ``C y - d`` (dense products, same row selection)."""
     layers = mlp_layers(net)
     g = _gamma(layers, lower.shape[1])
-    ins, pre, rels = _sweep(layers, lower, upper, g)
+    ins, pre, rels = _sweep(layers, lower, upper, g, dense_fraction, dense_below)
     A = np.concatenate([C, -C])[None]
     const = np.concatenate([-d, d])[None]
     lb = _backward(layers, rels, A, const, ins, pre, g)
@@ -150,10 +160,11 @@ def crown(net, lower, upper, C, d):
 
 
 def alpha_crown(net, lower, upper, C, d, options: AlphaOptions = AlphaOptions()):
-    """alpha-CROWN bounds (B, k) of ``C y - d`` (dense reference, same iterations)."""
+    """alpha-CROWN bounds (B, k) of ``C y - d`` (dense products, same iterations)."""
     layers = mlp_layers(net)
     g = _gamma(layers, lower.shape[1])
-    ins, pre, rels = _sweep(layers, lower, upper, g)
+    ins, pre, rels = _sweep(layers, lower, upper, g, options.crown.dense_fraction,
+                            options.crown.dense_below)
     k = C.shape[0]
     A0 = np.concatenate([C, -C])[None]
     const = np.concatenate([-d, d])[None]

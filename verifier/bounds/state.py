@@ -39,6 +39,10 @@ class State:
         if w is not None:
             self.w[name] = w
         self._vmax.pop(name, None)
+
+    def mark_empty(self, lo: np.ndarray, hi: np.ndarray):
+        """Record the boxes where ``lo > hi`` somewhere: bounds of a nonempty set never cross,
+        so only intersections with split constraints or known bounds can empty a box."""
         self.empty |= np.any(lo > hi, axis=1)
 
     def vmax(self, name: str) -> np.ndarray:

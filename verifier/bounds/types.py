@@ -42,7 +42,11 @@ class CrownOptions:
     intermediate: how the bounds of pre-activation nodes are computed: "crown" (the elementwise
         tighter of IBP and CROWN) or "ibp" (IBP only; cheaper and looser).
     dense_fraction: when more than this fraction of a node's neurons is unstable, CROWN bounds
-        every neuron of it (as auto_LiRPA does), else only the unstable ones.
+        every neuron of it (as auto_LiRPA does), else only the unstable ones (the relaxation
+        of a stable neuron does not depend on its bounds).
+    dense_below: nodes with at most this many neurons get CROWN bounds for every neuron: cheap
+        there, and the tighter bounds of stable neurons tighten the next layers' IBP bounds
+        (ACAS Xu: 223 instead of 213 of 300 sub-boxes of property 2 proven).
     max_elements: coefficient tensors (boxes x rows x neurons) are processed in chunks of rows
         so that one tensor stays below this many float64 values (memory, not results).
     """
@@ -50,6 +54,7 @@ class CrownOptions:
     relu_slope: str = "adaptive"
     intermediate: str = "crown"
     dense_fraction: float = 0.9
+    dense_below: int = 64
     max_elements: int = 1 << 24
 
     def __post_init__(self):

@@ -9,14 +9,16 @@ from below skip zero coefficients, so that ``0 * inf`` never produces NaN.
 Modules: ``activation`` (elementwise relaxations and their backward/forward substitution),
 ``sshape`` (sound tangent/secant lines of sigmoid, tanh, softplus), ``products`` (box
 concretisation and rounding magnitudes), ``windows`` (Select scatter and MaxPool windows),
-``adam`` (the projected Adam step of alpha-CROWN).
+``adam`` (the projected Adam step of alpha-CROWN), ``interval`` (IBP through a dense layer),
+``parallel`` (large batches split over threads).
 """
 from .activation import act_backward, act_forward, leaky_relax, relu_relax
 from .adam import adam_ascent
+from .interval import affine_ibp
 from .products import abs_dot, box_lower
 from .sshape import sshape_ibp, sshape_relax
 from .windows import maxpool_backward, maxpool_relax, select_backward, window_max
 
-__all__ = ["act_backward", "act_forward", "relu_relax", "leaky_relax", "adam_ascent", "abs_dot",
+__all__ = ["affine_ibp", "act_backward", "act_forward", "relu_relax", "leaky_relax", "adam_ascent", "abs_dot",
            "box_lower", "sshape_ibp", "sshape_relax", "maxpool_backward", "maxpool_relax",
            "select_backward", "window_max"]

@@ -10,6 +10,8 @@ the substitution itself is covered by the magnitude ``mag`` that the backward ke
 import numpy as np
 from numba import njit
 
+from .parallel import boxes
+
 #: 1 + 2**-50 and 1 - 2**-50: a quotient of sums of two terms has relative error below 4 u, so
 #: multiplying it by UP (DOWN) rounds it up (down) past the exact value.
 UP = 1.0 + 2.0 ** -50
@@ -98,7 +100,69 @@ def leaky_relax(l, u, alpha):
     return lo_k, lo_t, up_k, up_t
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _term(a, lkj, ukj, ltj, utj, bnj, vmj):
+    """One neuron of ``act_backward``: (a k, a t + a k bn, |a k| vm + |a t|), zero when a = 0."""
+    pos = a > 0.0
+    k = lkj if pos else ukj
+    t = ltj if pos else utj
+    nz = a != 0.0
+    na = a * k if nz else 0.0
+    at = a * t if nz else 0.0
+    return na, at + (na * bnj if nz else 0.0), (abs(na) * vmj if nz else 0.0) + abs(at)
+
+
+@njit(cache=True, nogil=True)
+def _act_backward_into(A, lo_k, lo_t, up_k, up_t, vm, cols, bn, out, const, mag, b0, b1):
+    # four independent accumulator chains: the sums are not reassociated by the compiler (no
+    # fastmath), so splitting them by hand hides the latency of the additions
+    Ba, K, n = A.shape
+    Bl, Kl, _ = lo_k.shape
+    Bs = lo_t.shape[0]
+    nc = cols.shape[0]
+    for b in range(b0, b1):
+        ba = b if Ba > 1 else 0
+        bl = b if Bl > 1 else 0
+        bs = b if Bs > 1 else 0
+        lt = lo_t[bs]
+        uk = up_k[bs]
+        ut = up_t[bs]
+        vv = vm[bs]
+        for r in range(K):
+            a_ = A[ba, r]
+            lk = lo_k[bl, r if Kl > 1 else 0]
+            o = out[b, r]
+            c0 = c1 = c2 = c3 = 0.0
+            m0 = m1 = m2 = m3 = 0.0
+            q = 0
+            while q + 4 <= nc:
+                j = cols[q]
+                o[q], x, y = _term(a_[j], lk[j], uk[j], lt[j], ut[j], bn[j], vv[j])
+                c0 += x
+                m0 += y
+                j = cols[q + 1]
+                o[q + 1], x, y = _term(a_[j], lk[j], uk[j], lt[j], ut[j], bn[j], vv[j])
+                c1 += x
+                m1 += y
+                j = cols[q + 2]
+                o[q + 2], x, y = _term(a_[j], lk[j], uk[j], lt[j], ut[j], bn[j], vv[j])
+                c2 += x
+                m2 += y
+                j = cols[q + 3]
+                o[q + 3], x, y = _term(a_[j], lk[j], uk[j], lt[j], ut[j], bn[j], vv[j])
+                c3 += x
+                m3 += y
+                q += 4
+            while q < nc:
+                j = cols[q]
+                o[q], x, y = _term(a_[j], lk[j], uk[j], lt[j], ut[j], bn[j], vv[j])
+                c0 += x
+                m0 += y
+                q += 1
+            const[b, r] = (c0 + c1) + (c2 + c3)
+            mag[b, r] = (m0 + m1) + (m2 + m3)
+
+
 def act_backward(A, lo_k, lo_t, up_k, up_t, vm, cols, bn):
     """Backward substitution through an elementwise relaxation (lower-bound side), optionally
     fused with the bias of the Linear that produced its input.
@@ -111,61 +175,25 @@ def act_backward(A, lo_k, lo_t, up_k, up_t, vm, cols, bn):
     input's largest magnitude plus, when fused, the Linear's magnitude vector); terms with a = 0
     are skipped (no 0 * inf). Shapes: A (Ba, K, n); lo_k (Bl, Kl, n) (per-row slopes for
     alpha-CROWN, or Kl = 1); lo_t, up_k, up_t, vm (Bs, n); cols (nc,) int64; bn (n,);
-    Az (B, K, nc), const and mag (B, K), B = max(Ba, Bl, Bs)."""
-    Ba, K, n = A.shape
-    Bl, Kl, _ = lo_k.shape
-    Bs = lo_t.shape[0]
-    B = max(Ba, max(Bl, Bs))
-    nc = cols.shape[0]
-    out = np.empty((B, K, nc))
-    const = np.zeros((B, K))
-    mag = np.zeros((B, K))
-    for b in range(B):
-        ba = b if Ba > 1 else 0
-        bl = b if Bl > 1 else 0
-        bs = b if Bs > 1 else 0
-        lt = lo_t[bs]
-        uk = up_k[bs]
-        ut = up_t[bs]
-        vv = vm[bs]
-        for r in range(K):
-            arow = A[ba, r]
-            lk = lo_k[bl, r if Kl > 1 else 0]
-            orow = out[b, r]
-            c = 0.0
-            m = 0.0
-            for q in range(nc):
-                j = cols[q]
-                a = arow[j]
-                pos = a > 0.0
-                k = lk[j] if pos else uk[j]
-                t = lt[j] if pos else ut[j]
-                nz = a != 0.0
-                na = a * k if nz else 0.0
-                orow[q] = na
-                at = a * t if nz else 0.0
-                c += at + (na * bn[j] if nz else 0.0)
-                m += (abs(na) * vv[j] if nz else 0.0) + abs(at)
-            const[b, r] = c
-            mag[b, r] = m
+    Az (B, K, nc), const and mag (B, K), B = max(Ba, Bl, Bs). Large batches are split over
+    threads (``parallel.boxes``)."""
+    B = max(A.shape[0], lo_k.shape[0], lo_t.shape[0])
+    K = A.shape[1]
+    out = np.empty((B, K, cols.shape[0]))
+    const = np.empty((B, K))
+    mag = np.empty((B, K))
+    boxes(_act_backward_into, B, B * K * cols.shape[0],
+          (A, lo_k, lo_t, up_k, up_t, vm, cols, bn, out, const, mag))
     return out, const, mag
 
 
-@njit(cache=True)
-def act_forward(z, A, lo_k, lo_t, up_k, up_t):
-    """Forward evaluation of the lines that ``act_backward`` chose, at row-specific points.
-
-    ``y[b, r, j] = lo_k z + lo_t`` where ``A[b, r, j] >= 0`` else ``up_k z + up_t``, and
-    ``grad[b, r, j] = A z`` where A > 0 else 0 (the derivative of the bound with respect to a
-    per-row lower slope). Shapes: z (B, K, n); A (Ba, K, n); lo_k (Bl, Kl, n);
-    lo_t, up_k, up_t (Bs, n). Returns y, grad: (B, K, n)."""
+@njit(cache=True, nogil=True)
+def _act_forward_into(z, A, lo_k, lo_t, up_k, up_t, y, grad, b0, b1):
     B, K, n = z.shape
     Ba = A.shape[0]
     Bl, Kl, _ = lo_k.shape
     Bs = lo_t.shape[0]
-    y = np.empty((B, K, n))
-    grad = np.empty((B, K, n))
-    for b in range(B):
+    for b in range(b0, b1):
         ba = b if Ba > 1 else 0
         bl = b if Bl > 1 else 0
         bs = b if Bs > 1 else 0
@@ -184,4 +212,16 @@ def act_forward(z, A, lo_k, lo_t, up_k, up_t):
                 low = a >= 0.0
                 yrow[j] = (lk[j] * zz + lt[j]) if low else (uk[j] * zz + ut[j])
                 grow[j] = a * zz if a > 0.0 else 0.0
+
+
+def act_forward(z, A, lo_k, lo_t, up_k, up_t):
+    """Forward evaluation of the lines that ``act_backward`` chose, at row-specific points.
+
+    ``y[b, r, j] = lo_k z + lo_t`` where ``A[b, r, j] >= 0`` else ``up_k z + up_t``, and
+    ``grad[b, r, j] = A z`` where A > 0 else 0 (the derivative of the bound with respect to a
+    per-row lower slope). Shapes: z (B, K, n); A (Ba, K, n); lo_k (Bl, Kl, n);
+    lo_t, up_k, up_t (Bs, n). Returns y, grad: (B, K, n)."""
+    y = np.empty(z.shape)
+    grad = np.empty(z.shape)
+    boxes(_act_forward_into, z.shape[0], z.size, (z, A, lo_k, lo_t, up_k, up_t, y, grad))
     return y, grad

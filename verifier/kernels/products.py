@@ -1,8 +1,21 @@
 """Row-wise products of a coefficient tensor with per-box vectors: box concretisation and the
 magnitudes that the rounding margins are built from. Inner loops run over contiguous rows with
-selects instead of branches, so that they vectorise."""
+selects instead of branches, and keep four independent partial sums (the compiler may not
+reassociate floating-point sums itself: no fastmath)."""
 import numpy as np
 from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _absmul(a, w):
+    return abs(a) * w if a != 0.0 else 0.0
+
+
+@njit(cache=True, inline="always")
+def _corner(a, l, u, vm):
+    """(a l if a > 0 else a u, |a| vm), both 0 when a = 0."""
+    nz = a != 0.0
+    return (a * (l if a > 0.0 else u) if nz else 0.0), (abs(a) * vm if nz else 0.0)
 
 
 @njit(cache=True)
@@ -18,11 +31,18 @@ def abs_dot(A, w):
         ww = w[b if Bw > 1 else 0]
         for r in range(K):
             arow = A[b if Ba > 1 else 0, r]
-            s = 0.0
-            for j in range(n):
-                a = arow[j]
-                s += abs(a) * ww[j] if a != 0.0 else 0.0
-            out[b, r] = s
+            s0 = s1 = s2 = s3 = 0.0
+            j = 0
+            while j + 4 <= n:
+                s0 += _absmul(arow[j], ww[j])
+                s1 += _absmul(arow[j + 1], ww[j + 1])
+                s2 += _absmul(arow[j + 2], ww[j + 2])
+                s3 += _absmul(arow[j + 3], ww[j + 3])
+                j += 4
+            while j < n:
+                s0 += _absmul(arow[j], ww[j])
+                j += 1
+            out[b, r] = (s0 + s1) + (s2 + s3)
     return out
 
 
@@ -45,14 +65,28 @@ def box_lower(A, l, u):
             vm[j] = max(abs(lb[j]), abs(ub[j]))
         for r in range(K):
             arow = A[b if Ba > 1 else 0, r]
-            s = 0.0
-            m = 0.0
-            for j in range(n):
-                a = arow[j]
-                x = lb[j] if a > 0.0 else ub[j]
-                nz = a != 0.0
-                s += a * x if nz else 0.0
-                m += abs(a) * vm[j] if nz else 0.0
-            val[b, r] = s
-            mag[b, r] = m
+            s0 = s1 = s2 = s3 = 0.0
+            m0 = m1 = m2 = m3 = 0.0
+            j = 0
+            while j + 4 <= n:
+                x, y = _corner(arow[j], lb[j], ub[j], vm[j])
+                s0 += x
+                m0 += y
+                x, y = _corner(arow[j + 1], lb[j + 1], ub[j + 1], vm[j + 1])
+                s1 += x
+                m1 += y
+                x, y = _corner(arow[j + 2], lb[j + 2], ub[j + 2], vm[j + 2])
+                s2 += x
+                m2 += y
+                x, y = _corner(arow[j + 3], lb[j + 3], ub[j + 3], vm[j + 3])
+                s3 += x
+                m3 += y
+                j += 4
+            while j < n:
+                x, y = _corner(arow[j], lb[j], ub[j], vm[j])
+                s0 += x
+                m0 += y
+                j += 1
+            val[b, r] = (s0 + s1) + (s2 + s3)
+            mag[b, r] = (m0 + m1) + (m2 + m3)
     return val, mag
