@@ -20,7 +20,9 @@ the original model (``verifier.search.replay.Replay``) and only a confirmed poin
 
 Before PGD, ``probe`` evaluates the box centre, its corners (all of them when few) and uniform
 samples, which finds easy counterexamples in one batched forward pass; the samples of least
-margin become the starting points of half the first PGD batch.
+margin become the starting points of half the first PGD batch. After each PGD batch a local
+search (Gaussian hill climbing with a shrinking radius, derivative free) continues from the
+best points seen so far, which crosses the kinks of the max/min where sign steps oscillate.
 """
 from __future__ import annotations
 
@@ -54,6 +56,14 @@ class AttackOptions:
     rounds: int = 3
     #: cyclic projections onto violated input constraints per step
     projection_sweeps: int = 8
+    #: local search after each PGD round: the best points found so far are perturbed by
+    #: Gaussian steps of radius ``r * (u - l)``, ``r`` shrinking geometrically from
+    #: ``local_max`` to ``local_min`` over ``local_levels`` levels of ``local_tries`` tries;
+    #: a perturbation is kept when it lowers the margin (0 levels: no local search)
+    local_levels: int = 40
+    local_tries: int = 2
+    local_max: float = 0.2
+    local_min: float = 1e-5
     #: seed of the random generator (the search is deterministic for a given seed)
     seed: int = 0
 
@@ -154,6 +164,7 @@ class _Search:
         self.cases = [_CaseMargins(c) for c in spec.cases]
         self.best = np.inf
         self.seeds = [None] * len(spec.cases)  # best probe points per case, to start PGD from
+        self.elite = [None] * len(spec.cases)  # (X, margins) of the best points seen per case
         self.evaluations = 0
         self.steps = 0
 
@@ -168,6 +179,53 @@ class _Search:
             self.best = min(self.best, float(m[feasible].min()))
         return m
 
+    def _keep(self, ci: int, X: np.ndarray, m: np.ndarray) -> None:
+        """Merge points and their case margins into the case's elite (best ``restarts``
+        distinct feasible points)."""
+        ok = self.spec.cases[ci].input.contains(X) & np.isfinite(m)
+        X, m = X[ok], m[ok]
+        if self.elite[ci] is not None:
+            X = np.concatenate([self.elite[ci][0], X])
+            m = np.concatenate([self.elite[ci][1], m])
+        if X.shape[0] == 0:
+            return
+        X, idx = np.unique(X, axis=0, return_index=True)
+        m = m[idx]
+        order = np.argsort(m, kind="stable")[:max(1, self.opt.restarts)]
+        self.elite[ci] = (X[order], m[order])
+
+    def _margins(self, ci: int, X: np.ndarray) -> np.ndarray:
+        cm = self.cases[ci]
+        y = self.net(X).reshape(X.shape[0], -1)
+        self.evaluations += X.shape[0]
+        return self._note(ci, X, cm.margins(cm.rows(y)))
+
+    def local_search(self, ci: int) -> Counterexample | None:
+        """Shrinking Gaussian hill climbing from the elite points of case ``ci``: derivative
+        free, so it also crosses the kinks where the max/min subgradient of PGD oscillates."""
+        if self.elite[ci] is None or self.opt.local_levels <= 0:
+            return None
+        case, opt = self.spec.cases[ci], self.opt
+        width = case.input.upper - case.input.lower
+        P, pm = self.elite[ci][0].copy(), self.elite[ci][1].copy()
+        for r in np.geomspace(opt.local_max, opt.local_min, opt.local_levels):
+            for _ in range(opt.local_tries):
+                if self.expired():
+                    self._keep(ci, P, pm)
+                    return None
+                Q = P + r * width * self.rng.standard_normal(P.shape)
+                Q = _project(Q, case.input, opt.projection_sweeps)
+                qm = self._margins(ci, Q)
+                better = qm < pm
+                P[better], pm[better] = Q[better], qm[better]
+                hit = better & (qm <= 0)
+                if hit.any():
+                    ce = self.replay(Q[hit], case=ci)
+                    if ce is not None:
+                        return ce
+        self._keep(ci, P, pm)
+        return None
+
     def probe(self) -> Counterexample | None:
         """Centre, corners and uniform samples of every case's box, checked in one pass each."""
         for ci, case in enumerate(self.spec.cases):
@@ -179,6 +237,7 @@ class _Search:
             self.evaluations += X.shape[0]
             cm = self.cases[ci]
             m = self._note(ci, X, cm.margins(cm.rows(y)))
+            self._keep(ci, X, m)
             order = np.argsort(m, kind="stable")
             self.seeds[ci] = X[order[:max(1, self.opt.restarts // 2)]]
             cand = X[m <= 0]
@@ -203,6 +262,19 @@ class _Search:
         X = _project(X, case.input, opt.projection_sweeps)
         # half the starts untargeted (-1), the rest one conjunction each, round robin
         target = np.where(np.arange(R) % 2 == 0, -1, (np.arange(R) // 2) % cm.J)
+        best_x, best_m = X.copy(), np.full(R, np.inf)
+        try:
+            return self._descend(ci, X, target, best_x, best_m)
+        finally:  # the best iterate of every start joins the elite, for the local search
+            self._keep(ci, best_x, best_m)
+
+    def _descend(self, ci: int, X: np.ndarray, target: np.ndarray, best_x: np.ndarray,
+                 best_m: np.ndarray) -> Counterexample | None:
+        """The PGD steps from the starts ``X`` (R, n); ``best_x``/``best_m`` are updated in
+        place with each start's best iterate."""
+        case, cm, opt = self.spec.cases[ci], self.cases[ci], self.opt
+        width = case.input.upper - case.input.lower
+        R = X.shape[0]
         replayed = np.full(R, np.inf)  # margin at which each start was last replayed
         out_shape = (R,) + tuple(self.net.output_shape)
         for t in range(opt.steps + 1):
@@ -214,6 +286,8 @@ class _Search:
             Z = cm.rows(y)
             M = cm.margins(Z)
             m = self._note(ci, X, M)
+            improved = m < best_m
+            best_x[improved], best_m[improved] = X[improved], m[improved]
             new = (m <= 0) & (m < replayed)
             if new.any():
                 replayed[new] = m[new]
@@ -241,9 +315,10 @@ def attack(net, spec, replay: Replay, options: AttackOptions | None = None,
     """Search for a counterexample to ``spec`` on ``net``; ``replay`` confirms candidates.
 
     Runs the probe (unless ``probe=False``), then ``options.rounds`` batches of PGD starts on
-    every case, until a counterexample is confirmed or ``deadline`` (a ``time.monotonic()``
-    value) passes. The answer ``counterexample`` is None unless ``replay`` confirmed it; the
-    search never proves anything."""
+    every case, each followed by a local search from the best points so far, until a
+    counterexample is confirmed or ``deadline`` (a ``time.monotonic()`` value) passes. The
+    answer ``counterexample`` is None unless ``replay`` confirmed it; the search never proves
+    anything."""
     t0 = time.monotonic()
     opt = options or AttackOptions()
     s = _Search(net, spec, replay, opt, deadline)
@@ -253,6 +328,8 @@ def attack(net, spec, replay: Replay, options: AttackOptions | None = None,
             break
         for ci in range(len(spec.cases)):
             ce = s.pgd_round(ci)
+            if ce is None and not s.expired():
+                ce = s.local_search(ci)
             if ce is not None or s.expired():
                 break
     best = float(s.best) if np.isfinite(s.best) else None
