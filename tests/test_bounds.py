@@ -250,3 +250,45 @@ def test_bounding_every_neuron_matches_the_reference_and_is_never_looser_on_it()
     rl, ru = reference.crown(net, lo, hi, np.eye(3), np.zeros(3), dense_fraction=0.0)
     np.testing.assert_allclose(r.lower, rl, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(r.upper, ru, rtol=1e-9, atol=1e-9)
+
+
+def test_bad_split_and_known_names_are_errors():
+    net = mlp([3, 4, 2])
+    lo, hi = box(3)
+    with pytest.raises(ValueError):
+        bounds.compute(net, lo, hi, splits={"l0": np.zeros(4)})
+    with pytest.raises(ValueError):
+        bounds.compute(net, lo, hi, known={"x": bounds.Bounds(lo, hi)})
+
+
+def test_a_value_used_twice_keeps_its_bounds_sound():
+    """Concat of a value with itself, then a residual merge: the coefficient of one value is
+    accumulated from several consumers."""
+    rng = np.random.default_rng(4)
+    nodes = (Node("a", O.Linear(rng.standard_normal((3, 2)), rng.standard_normal(3)), ("x",), (3,)),
+             Node("r", O.Relu(), ("a",), (3,)),
+             Node("c", O.Concat(0), ("r", "r"), (6,)),
+             Node("l", O.Linear(rng.standard_normal((3, 6)), rng.standard_normal(3)), ("c",), (3,)),
+             Node("s", O.Sum((1.0, -2.0)), ("l", "a"), (3,)),
+             Node("t", O.Tanh(), ("s",), (3,)),
+             Node("o", O.Linear(rng.standard_normal((2, 3)), rng.standard_normal(2)), ("t",), (2,)))
+    net = Network("x", (2,), nodes, "o")
+    lo, hi = box(2, B=3, eps=1.0)
+    for method in bounds.METHODS:
+        r = bounds.compute(net, lo, hi, method=method)
+        for b in range(3):
+            y = net(sample(lo[b], hi[b], rng))
+            assert np.all(y >= r.lower[b]) and np.all(y <= r.upper[b])
+
+
+def test_reusing_known_bounds_skips_their_crown_pass_and_stays_sound():
+    net = mlp([4, 30, 30, 30, 2], seed=13, scale=1.8)
+    lo, hi = box(4, seed=13, eps=0.4)
+    parent = bounds.compute(net, lo, hi, intermediate=True)
+    known = {k: v for k, v in parent.intermediate.items() if k in ("l0", "l1")}
+    opts = bounds.CrownOptions(reuse_known=True)
+    child = bounds.compute(net, lo, hi, options=opts, known=known, intermediate=True)
+    assert child.stats["crown_rows"] < parent.stats["crown_rows"]
+    np.testing.assert_allclose(child.lower, parent.lower, rtol=1e-9, atol=1e-9)
+    y = net(sample(lo[0], hi[0], np.random.default_rng(2)))
+    assert np.all(y >= child.lower) and np.all(y <= child.upper)

@@ -17,7 +17,8 @@ def _rows(spec):
     return case.input.lower[None], case.input.upper[None], C, d
 
 
-@pytest.mark.parametrize("name", ["256x2", "256x4", "256x6"])
+@pytest.mark.parametrize("name", ["256x2", pytest.param("256x4", marks=pytest.mark.slow),
+                                  pytest.param("256x6", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("eps", ["0.03", "0.05"])
 def test_mnist_fc_matches_reference_and_is_sound(vnncomp, name, eps):
     root = vnncomp / "mnist_fc"

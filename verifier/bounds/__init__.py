@@ -24,7 +24,7 @@ import numpy as np
 
 from .alpha import optimise
 from .crown import final_crown, final_ibp, spec_rows, sweep
-from .plan import get_plan
+from .plan import KINKED, get_plan
 from .types import AlphaOptions, BoundResult, Bounds, CrownOptions, IbpOptions
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ def _split_targets(plan, splits, B):
         return None
     out = {}
     for name, s in splits.items():
+        if name not in plan.index or not isinstance(plan.node(name).op, KINKED):
+            raise ValueError(f"split constraints name {name!r}, which is not a ReLU or "
+                             "LeakyReLU node of the network")
         pn = plan.node(name)
         s = np.asarray(s).reshape(-1, pn.size)
         if s.shape[0] not in (1, B):
@@ -96,7 +99,10 @@ def _known(plan, known, B):
         return None
     out = {}
     for name, bnd in known.items():
-        n = plan.n0 if name == plan.input_name else plan.node(name).size
+        if name not in plan.index:
+            raise ValueError(f"known bounds for {name!r}, which is not a node of the network "
+                             "(the input box is given by lower/upper)")
+        n = plan.node(name).size
         out[name] = (np.asarray(bnd.lower, dtype=np.float64).reshape(-1, n),
                      np.asarray(bnd.upper, dtype=np.float64).reshape(-1, n))
     return out

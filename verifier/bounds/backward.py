@@ -15,8 +15,10 @@ before its own rule replaces it by coefficients of the op's inputs:
 * any other op (Softmax): concretised at its interval bounds -- sound, it cuts the pass there.
 
 At the input, ``min over the box of A x`` is added (``kernels.box_lower``). Every rule also
-returns its magnitude; the bound is ``const - MARGIN_FACTOR gamma_N mag`` rounded down
-(rounding.py). Upper bounds are lower bounds of negated rows.
+returns its magnitude, and so does every accumulation of two contributions to one value (a
+DAG merge: residual branches, a value concatenated twice); the bound is
+``const - MARGIN_FACTOR gamma_N mag`` rounded down (rounding.py). Upper bounds are lower bounds
+of negated rows.
 """
 from __future__ import annotations
 
@@ -178,9 +180,16 @@ AFFINE_RULES = {O.Linear, O.Scale, O.Sum, O.Conv, O.ConvTranspose, O.AvgPool, O.
 _DONE = object()
 
 
-def _add(pending, name, A):
+def _add(st, pending, name, A):
+    """Accumulate a contribution to a value's coefficient; returns the magnitude of the
+    rounding of that sum (``|prev| vmax + |A| vmax``; 0 for a value's first contribution)."""
     prev = pending.get(name)
-    pending[name] = A if prev is None else prev + A
+    if prev is None:
+        pending[name] = A
+        return 0.0
+    pending[name] = prev + A
+    vm = st.vmax(name)
+    return abs_dot(_c(prev), vm) + abs_dot(_c(A), vm)
 
 
 def finish(st: State, const, mag) -> np.ndarray:
@@ -212,7 +221,7 @@ def backward(st: State, order: list[PlanNode], pending: dict, const, mag) -> np.
         const = const + c
         mag = mag + m
         for name, Ain in parts:
-            _add(pending, name, Ain)
+            mag = mag + _add(st, pending, name, Ain)
     inp = st.plan.input_name
     A = pending.pop(inp, None)
     if A is not None:
@@ -238,7 +247,7 @@ def one_step(st: State, name: str, A: np.ndarray, const, mag) -> np.ndarray:
         mag = mag + m
         pending = {}
         for x, Ain in parts:
-            _add(pending, x, Ain)
+            mag = mag + _add(st, pending, x, Ain)
     for x, Ax in pending.items():
         val, m = concretize(st, x, Ax)
         const = const + val

@@ -103,7 +103,8 @@ def sweep(plan: Plan, l0, u0, options: CrownOptions, known=None, split_at=None,
         if w is not None:
             st.w[pn.name] = w
         lo, hi = constrain(st, pn.name, lo, hi, known, split_at)
-        if use_crown and pn.name in plan.preact and pn.name not in plan.ibp_exact:
+        reuse = options.reuse_known and known is not None and pn.name in known
+        if use_crown and pn.name in plan.preact and pn.name not in plan.ibp_exact and not reuse:
             st.set(pn.name, lo, hi)  # provisional: a pass starting here may need magnitudes
             rows = _rows_to_bound(plan, pn.name, lo, hi, options)
             if rows.size:

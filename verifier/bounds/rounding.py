@@ -10,9 +10,9 @@ Where the margins are applied:
 * IBP (``interval.py``): an affine op maps the centre ``mu`` and radius ``r`` of its input box
   (with ``[mu - r, mu + r]`` containing the box exactly: ``r`` is rounded up) to
   ``c = fl(M mu + b)``, ``rho = fl(|M| r)`` and the magnitude ``s = fl(|M| (|mu| + r) + |b|)``;
-  the output interval is ``c -/+ (rho + 4 gamma s)`` rounded outward by one ulp. Monotone
-  elementwise ops evaluate the ends and round outward (``kernels.sshape`` for transcendental
-  ones).
+  the output interval is ``c -/+ (rho + 4 gamma s)`` rounded outward (``down``/``up``).
+  Monotone elementwise ops evaluate the ends and round outward (``kernels.sshape`` for
+  transcendental ones, with their libm error).
 * CROWN (``backward.py``): every backward step replaces the coefficient ``A`` of a value by
   computed coefficients of its inputs and a computed constant. The invariant kept is exact:
   ``C y - d >= A_v . v + const - err`` for the computed A_v, const; each step's error is at most
@@ -20,7 +20,7 @@ Where the margins are applied:
   (for an affine op, ``w = |M| vmax + |b|`` with ``vmax`` the largest magnitude of the input
   over its bounds; for a relaxation line, ``|A k| vmax + |A t|``; at the input box,
   ``|A| max(|l|, |u|)``). The magnitudes are summed along the pass (``mag``), and the bound is
-  ``const + concretisation - MARGIN_FACTOR * gamma_N * mag``, rounded down by one ulp. N (the
+  ``const + concretisation - MARGIN_FACTOR * gamma_N * mag``, rounded down. N (the
   plan's ``n_terms``) exceeds the longest dot product, the fan-in of any accumulation and the
   number of steps, so the factor 4 covers (i) the steps' own errors, (ii) the errors of summing
   contributions and constants along the pass, and (iii) the rounding of ``mag`` itself.

@@ -47,6 +47,9 @@ class CrownOptions:
     dense_below: nodes with at most this many neurons get CROWN bounds for every neuron: cheap
         there, and the tighter bounds of stable neurons tighten the next layers' IBP bounds
         (ACAS Xu: 223 instead of 213 of 300 sub-boxes of property 2 proven).
+    reuse_known: values whose bounds the caller passes in ``known`` keep them (intersected with
+        IBP) without a CROWN pass of their own -- a branch-and-bound child reuses its parent's
+        bounds for the layers before its split.
     max_elements: coefficient tensors (boxes x rows x neurons) are processed in chunks of rows
         so that one tensor stays below this many float64 values (memory, not results).
     """
@@ -55,6 +58,7 @@ class CrownOptions:
     intermediate: str = "crown"
     dense_fraction: float = 0.9
     dense_below: int = 64
+    reuse_known: bool = False
     max_elements: int = 1 << 24
 
     def __post_init__(self):
