@@ -15,7 +15,8 @@ Calibration: the issue states that a straightforward dense float64 CROWN in nump
 75 ms on mnist-net_256x6 at eps 0.05 on its (idle, 2-core) machine. The run times that dense
 CROWN (``reference.crown`` bounding every neuron) too; "est ms" scales our CPU time by
 75 ms / its CPU time, an estimate of our time on that machine when this one is loaded (other
-jobs share the cores, which inflates wall-clock times several-fold). The target ratio uses it. "margin" is the proven margin: for
+jobs share the cores, which inflates wall-clock times several-fold). The target ratio uses it.
+"margin" is the proven margin: for
 mnist_fc the smallest lower bound over the rows (the property holds when > 0), for ACAS Xu the
 number of boxes whose conjunction is refuted. Results go to ``DIR/bounds.json``.
 """
@@ -167,13 +168,15 @@ def main(argv=None) -> int:
                                max(1, repeat // 2))
         rwall, rcpu, (rl, _) = timed(lambda: REFERENCE[method](net, lo, hi, C, d), 1)
         rows.append(dict(case=f"acasxu 1_1 prop_2 x{args.boxes}", method=method, ms=wall,
-                         cpu_ms=cpu, est_ms=cpu * 75.0 / calib, numpy_ms=rwall, numpy_cpu_ms=rcpu, first_call_s=None,
+                         cpu_ms=cpu, est_ms=cpu * 75.0 / calib, numpy_ms=rwall,
+                         numpy_cpu_ms=rcpu, first_call_s=None,
                          target_ms=None, margin=int((res.lower.max(axis=1) > 0).sum()),
                          numpy_margin=int((rl.max(axis=1) > 0).sum()),
                          max_diff=float(np.abs(res.lower - rl).max())))
         print_row(rows[-1])
     print_table(rows)
-    env = dict(calibration_dense_crown_cpu_ms=calib, python=platform.python_version(), numpy=np.__version__,
+    env = dict(calibration_dense_crown_cpu_ms=calib, python=platform.python_version(),
+               numpy=np.__version__,
                numba=__import__("numba").__version__, cpus=os.cpu_count(),
                loadavg_start=load0, loadavg_end=os.getloadavg(),
                blas_threads=os.environ.get("OPENBLAS_NUM_THREADS", "default"),

@@ -292,3 +292,7 @@ def test_reusing_known_bounds_skips_their_crown_pass_and_stays_sound():
     np.testing.assert_allclose(child.lower, parent.lower, rtol=1e-9, atol=1e-9)
     y = net(sample(lo[0], hi[0], np.random.default_rng(2)))
     assert np.all(y >= child.lower) and np.all(y <= child.upper)
+
+
+def test_warm_up_runs_every_method():
+    assert bounds.warm_up() > 0

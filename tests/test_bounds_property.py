@@ -5,7 +5,6 @@ corners included) lies outside any bound, and alpha-CROWN is never looser than C
 import itertools
 
 import numpy as np
-import pytest
 from hypothesis import given, strategies as st
 
 from verifier import bounds
@@ -50,21 +49,25 @@ def _image_block(b: _Builder, kind: str, act: str):
         k = int(rng.integers(1, min(3, H, W) + 1))
         groups = C if (C > 1 and rng.random() < 0.3) else 1
         M = groups * int(rng.integers(1, 3))
-        op = O.Conv(b.w(M, C // groups, k, k, fan_in=C * k * k), b.w(M), stride=(1, 1 + int(rng.random() < 0.3)),
+        dil = 2 if (k == 2 and min(H, W) >= 3 and rng.random() < 0.3) else 1
+        op = O.Conv(b.w(M, C // groups, k, k, fan_in=C * k * k), b.w(M),
+                    stride=(1, 1 + int(rng.random() < 0.3)),
                     pads=tuple(int(p) for p in rng.integers(0, k, 4)) if k > 1 else (0, 0, 0, 0),
-                    dilation=(1, 1), groups=groups)
+                    dilation=(dil, 1), groups=groups)
         b.add(op, shape=op.output_shape(b.shape))
     elif kind == "convT":
         k = int(rng.integers(1, 3))
         M = int(rng.integers(1, 3))
-        op = O.ConvTranspose(b.w(C, M, k, k, fan_in=C * k * k), b.w(M), stride=(1, 1 + int(rng.random() < 0.5)))
+        op = O.ConvTranspose(b.w(C, M, k, k, fan_in=C * k * k), b.w(M),
+                             stride=(1, 1 + int(rng.random() < 0.5)))
         b.add(op, shape=op.output_shape(b.shape))
     elif kind == "avgpool" and H > 1 and W > 1:
         op = O.AvgPool((2, 2), (1, 1), (int(rng.integers(0, 2)), 0, 0, int(rng.integers(0, 2))),
                        bool(rng.random() < 0.5))
         b.add(op, shape=op.output_shape(b.shape))
     elif kind == "maxpool" and H > 1 and W > 1:
-        op = O.MaxPool((2, 2), (1 + int(rng.random() < 0.5), 1), (0, int(rng.integers(0, 2)), 0, 0))
+        op = O.MaxPool((2, 2), (1 + int(rng.random() < 0.5), 1),
+                       (0, int(rng.integers(0, 2)), 0, 0))
         b.add(op, shape=op.output_shape(b.shape))
     elif kind == "residual":
         x = b.cur
@@ -72,7 +75,8 @@ def _image_block(b: _Builder, kind: str, act: str):
             else O.Scale(b.w(*b.shape), b.w(*b.shape))
         y = b.add(op, shape=b.shape)
         y = b.add(_act(act, rng), shape=b.shape)
-        b.add(O.Sum((float(rng.uniform(-1.5, 1.5)), float(rng.uniform(-1.5, 1.5)))), [x, y], b.shape)
+        wts = (float(rng.uniform(-1.5, 1.5)), float(rng.uniform(-1.5, 1.5)))
+        b.add(O.Sum(wts), [x, y], b.shape)
     elif kind == "transpose":
         idx = np.arange(C * H * W).reshape(C, H, W).transpose(0, 2, 1)
         b.add(O.Select(idx), shape=idx.shape)

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 METHODS = ("ibp", "crown", "alpha-crown")
 _DEFAULT_OPTIONS = {"ibp": IbpOptions, "crown": CrownOptions, "alpha-crown": AlphaOptions}
 
-__all__ = ["compute", "spec_bounds", "spec_report", "bounds_json", "Bounds", "BoundResult",
-           "IbpOptions", "CrownOptions", "AlphaOptions", "METHODS"]
+__all__ = ["compute", "spec_bounds", "spec_report", "bounds_json", "warm_up", "Bounds",
+           "BoundResult", "IbpOptions", "CrownOptions", "AlphaOptions", "METHODS"]
 
 
 def _as_box(plan, lower, upper):
@@ -236,3 +236,29 @@ def spec_report(net, spec, method: str = "crown", options=None) -> dict:
     seconds = time.perf_counter() - t0
     outputs = None if out_lo is None else BoundResult(out_lo, out_hi, method)
     return bounds_json(results, method, seconds, outputs)
+
+
+def warm_up() -> float:
+    """Load every Numba kernel (from the on-disk cache, compiling on a cold cache) by bounding a
+    tiny network with each method; returns the seconds it took. A process that will bound
+    several models (a server, a forkserver before it forks workers) can call it once at start
+    so that no later call pays the loading."""
+    from verifier.network import Network, Node
+    from verifier.network import ops as O
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    nodes, cur = [], "x"
+    for i, act in enumerate((O.Relu(), O.LeakyRelu(0.1), O.Sigmoid(), O.Tanh(), O.Softplus())):
+        nodes.append(Node(f"l{i}", O.Linear(rng.standard_normal((4, 4)), np.zeros(4)), (cur,),
+                          (4,)))
+        nodes.append(Node(f"a{i}", act, (f"l{i}",), (4,)))
+        cur = f"a{i}"
+    nodes.append(Node("r", O.Reshape((1, 2, 2)), (cur,), (1, 2, 2)))
+    nodes.append(Node("m", O.MaxPool((2, 2), (1, 1)), ("r",), (1, 1, 1)))
+    nodes.append(Node("s", O.Select(np.array([0, 0, -1])), ("m",), (3,)))
+    net = Network("x", (4,), nodes, "s")
+    for method in METHODS:
+        compute(net, -np.ones(4), np.ones(4), method=method)
+        compute(net, -np.ones((2, 4)), np.ones((2, 4)), method=method)
+    return time.perf_counter() - t0

@@ -12,6 +12,8 @@ concretisation and rounding magnitudes), ``windows`` (Select scatter and MaxPool
 ``adam`` (the projected Adam step of alpha-CROWN), ``interval`` (IBP through a dense layer),
 ``parallel`` (large batches split over threads).
 """
+from numba import njit
+
 from .activation import act_backward, act_forward, leaky_relax, relu_relax
 from .adam import adam_ascent
 from .interval import affine_ibp
@@ -19,6 +21,18 @@ from .products import abs_dot, box_lower
 from .sshape import sshape_ibp, sshape_relax
 from .windows import maxpool_backward, maxpool_relax, select_backward, window_max
 
-__all__ = ["affine_ibp", "act_backward", "act_forward", "relu_relax", "leaky_relax", "adam_ascent", "abs_dot",
-           "box_lower", "sshape_ibp", "sshape_relax", "maxpool_backward", "maxpool_relax",
-           "select_backward", "window_max"]
+
+@njit(cache=True)
+def _ping(x):
+    return x + 1.0
+
+
+# Numba initialises its compilation target (importing its numpy implementations, and scipy's
+# BLAS through them) on the first call of any jitted function, cached or not: about a second on
+# this machine, far more than loading a kernel from the cache. Do it once here, at import, so
+# that the first bound computation only loads its kernels.
+_ping(0.0)
+
+__all__ = ["affine_ibp", "act_backward", "act_forward", "relu_relax", "leaky_relax",
+           "adam_ascent", "abs_dot", "box_lower", "sshape_ibp", "sshape_relax",
+           "maxpool_backward", "maxpool_relax", "select_backward", "window_max"]
