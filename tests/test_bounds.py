@@ -296,3 +296,15 @@ def test_reusing_known_bounds_skips_their_crown_pass_and_stays_sound():
 
 def test_warm_up_runs_every_method():
     assert bounds.warm_up() > 0
+
+
+def test_no_rows_and_no_nodes():
+    net = mlp([3, 4, 2])
+    lo, hi = box(3)
+    ident = Network("x", (3,), (), "x")
+    for method in bounds.METHODS:
+        r = bounds.compute(net, lo, hi, np.zeros((0, 2)), np.zeros(0), method, intermediate=True)
+        assert r.lower.shape == (1, 0) and r.intermediate["l0"].lower.shape == (1, 4)
+        r = bounds.compute(ident, lo, hi, method=method)
+        assert np.all(r.lower <= lo) and np.all(r.lower > lo - 1e-12)
+        assert np.all(r.upper >= hi) and np.all(r.upper < hi + 1e-12)

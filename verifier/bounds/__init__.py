@@ -139,6 +139,8 @@ def compute(net, lower, upper, C=None, d=None, method: str = "crown", options=No
     C3, d2 = _as_rows(plan, C, d, B)
     k = C3.shape[1]
     stats: dict = {"boxes": B, "rows": k}
+    if k == 0 and not intermediate:
+        return BoundResult(np.zeros((B, 0)), np.zeros((B, 0)), method, None, stats)
     crown_opts = options.crown if method == "alpha-crown" else (
         options if method == "crown" else CrownOptions())
     st = sweep(plan, l0, u0, crown_opts, _known(plan, known, B), _split_targets(plan, splits, B),

@@ -38,9 +38,9 @@ def _linear(st, pn, A, xs):
             if sub is None:
                 sub = st.cache[key] = (np.ascontiguousarray(W[cols].T), b[cols])
             y = np.zeros((Bx, K, m))
-            y[:, :, cols] = (x.reshape(-1, n) @ sub[0] + sub[1]).reshape(Bx, K, -1)
+            y[:, :, cols] = (x.reshape(-1, n) @ sub[0] + sub[1]).reshape(Bx, K, cols.size)
             return y
-    return (x.reshape(-1, n) @ W.T + b).reshape(Bx, K, -1)
+    return (x.reshape(-1, n) @ W.T + b).reshape(Bx, K, m)
 
 
 def _scale(st, pn, A, xs):
@@ -59,7 +59,7 @@ def _linear_map(st, pn, A, xs):
     x = xs[0]
     Bx, K = x.shape[:2]
     y = pn.op.forward(x.reshape((Bx * K,) + pn.in_shapes[0]))
-    return y.reshape(Bx, K, -1)
+    return y.reshape(Bx, K, pn.size)
 
 
 def _reshape(st, pn, A, xs):
@@ -166,7 +166,7 @@ def optimise(st: State, A0, const, mag, options: AlphaOptions, stats: dict | Non
     for name in [n for n in st.alpha if n not in st.record]:  # not reached (e.g. concretised)
         del st.alpha[name], masks[name], moments[name]
     lr = options.lr
-    steps = options.iterations if masks else 0
+    steps = options.iterations if masks and K else 0
     for t in range(1, steps + 1):
         grads = primal(st)
         for name, alpha in st.alpha.items():

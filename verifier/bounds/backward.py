@@ -135,7 +135,7 @@ def _act_linear(st, pn, A, lin):
     if st.record is not None:
         st.record[lin.name] = Az
     B, K, nc = Az.shape
-    Ain = (Az.reshape(B * K, nc) @ Wc).reshape(B, K, -1)
+    Ain = (Az.reshape(B * K, nc) @ Wc).reshape(B, K, Wc.shape[1])
     return [(lin.inputs[0], Ain)], c, mag
 
 
