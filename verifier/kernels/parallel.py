@@ -8,6 +8,7 @@ thread hand-off costs more than it saves. The number of threads follows ``NUMBA_
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -16,6 +17,7 @@ import numba
 MIN_WORK = 1 << 20
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = -1
 
 
 def threads() -> int:
@@ -25,13 +27,14 @@ def threads() -> int:
 def boxes(kernel, B: int, work: int, args: tuple) -> None:
     """Run ``kernel(*args, b0, b1)`` over the boxes ``[0, B)``, split over threads when
     ``work`` is large enough and more than one box and thread are available."""
-    global _POOL
+    global _POOL, _POOL_PID
     T = min(threads(), B)
     if T <= 1 or work < MIN_WORK:
         kernel(*args, 0, B)
         return
-    if _POOL is None:
+    if _POOL is None or _POOL_PID != os.getpid():  # a forked child cannot use its parent's
         _POOL = ThreadPoolExecutor(max_workers=threads(), thread_name_prefix="bounds")
+        _POOL_PID = os.getpid()
     cuts = [B * i // T for i in range(T + 1)]
     futures = [_POOL.submit(kernel, *args, cuts[i], cuts[i + 1]) for i in range(1, T)]
     kernel(*args, cuts[0], cuts[1])
