@@ -119,11 +119,11 @@ def test_fit_improves_certified_accuracy_on_a_synthetic_problem(method):
     X, y = _two_blobs()
     eps = 0.3
     net0 = mlp([2, 16, 16, 2], seed=0)
-    before = evaluate(net0, X, y, eps, method="train-ibp", pgd_steps=0)["certified"]
+    before = evaluate(net0, X, y, eps, method="ibp", pgd_steps=0)["certified"]
     natural, _ = fit(net0, X, y, eps=eps, method="natural", **FAST)
     robust, hist = fit(net0, X, y, eps=eps, method=method, **FAST)
-    after = evaluate(robust, X, y, eps, method="train-ibp", pgd_steps=10)
-    nat = evaluate(natural, X, y, eps, method="train-ibp", pgd_steps=0)
+    after = evaluate(robust, X, y, eps, method="ibp", pgd_steps=10)
+    nat = evaluate(natural, X, y, eps, method="ibp", pgd_steps=0)
     assert len(hist) == FAST["epochs"] and hist[-1]["eps"] == pytest.approx(eps)
     assert after["clean"] > 0.9
     if method != "pgd":
@@ -250,3 +250,18 @@ def test_evaluate_refuses_a_certificate_that_pgd_breaks(monkeypatch):
                         lambda net, lo, hi, C=None, **kw: Fake(len(lo), C.shape[1]))
     with pytest.raises(RuntimeError, match="unsound"):
         evaluate(net, X, y, 0.5, method="ibp", pgd_steps=5)
+
+
+def test_the_training_ibp_pass_agrees_with_the_sound_core():
+    from verifier.bounds import compute
+    from verifier.train.interval_grad import ibp_margin_lower
+    from verifier.train.losses import margin_matrix
+    net = cnn((1, 8, 8), [(3, 3, 2, 1)], [6], n_classes=3, seed=2)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(4, 1, 8, 8))
+    C = margin_matrix(np.array([0, 1, 2, 0]), 3)
+    lo, hi = np.clip(x - 0.05, 0, 1), np.clip(x + 0.05, 0, 1)
+    ours = ibp_margin_lower(net, {}, lo, hi, C)[0].value
+    sound = compute(net, lo.reshape(4, -1), hi.reshape(4, -1), C=C, method="ibp").lower
+    assert np.all(sound <= ours)  # the sound bound adds outward rounding margins
+    np.testing.assert_allclose(sound, ours, rtol=1e-9, atol=1e-9)

@@ -30,8 +30,7 @@ from ..network import Network
 from ..network import ops as O
 from . import autodiff as ad
 from .autodiff import Var
-from .interval_grad import (RULES as IBP_RULES, as_input, check_supported, fold_spec,
-                            foldable_output, interval_forward)
+from .interval_grad import check_supported, fold_spec, foldable_output, interval_forward
 from .params import node_params
 
 
@@ -216,4 +215,4 @@ def crown_margin_lower(net: Network, pvars: dict, lower, upper, C: np.ndarray,
     return lb + ad.reshape(ad.matmul(lam, mu) - ad.matmul(ad.absolute(lam), r), (B, K))
 
 
-__all__ = ["crown_margin_lower", "BACKWARD_RULES", "IBP_RULES", "as_input"]
+__all__ = ["crown_margin_lower", "BACKWARD_RULES"]

@@ -20,7 +20,7 @@ from ..network import Network
 from . import autodiff as ad
 from .autodiff import Var
 from .crown_ibp import crown_margin_lower
-from .interval_grad import foldable_output, ibp_margin_lower, interval_forward
+from .interval_grad import as_input, foldable_output, ibp_margin_lower, interval_forward
 from .params import node_params
 
 
@@ -48,7 +48,6 @@ def input_box(x: np.ndarray, eps: float, domain: tuple[float, float] | None):
 
 def forward(net: Network, pvars: dict, x) -> Var:
     """``net(x)`` on the tape (x: (B, *input_shape) array or Var)."""
-    from .interval_grad import as_input
     values = {net.input_name: as_input(net, x)}
     for node in net.nodes:
         values[node.name] = ad.apply_op(node.op, node_params(node, pvars),

@@ -1,6 +1,7 @@
 """Schedules of certified training, as functions of the optimisation step.
 
-- ``linear_ramp``: ``v0`` before ``start``, then linear to ``v1`` over ``length`` steps, then ``v1``.
+- ``linear_ramp``: ``v0`` before ``start``, then linear to ``v1`` over ``length`` steps, then
+  ``v1``.
 - ``smoothed_ramp`` (the "smoothed" epsilon schedule of Gowal et al. 2018's code and Shi et al.
   2021): over ``length`` steps from ``start``, a power curve ``a t^p`` for the first ``mid``
   fraction, then the tangent line of that curve, reaching ``v1`` exactly at the end. With
