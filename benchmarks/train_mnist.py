@@ -55,6 +55,7 @@ SETTINGS = {
 def run(method: str, X, y, Xt, yt, settings: dict, pgd_steps: int, seed: int,
         workers: int) -> dict:
     log = logging.getLogger("train_mnist")
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     net, history = fit(cnn_small(seed=seed), X, y, eps=EPS, method=method, seed=seed,
                        domain=DOMAIN, workers=workers, **settings,
@@ -63,6 +64,7 @@ def run(method: str, X, y, Xt, yt, settings: dict, pgd_steps: int, seed: int,
                                                    r["seconds"], r["loss"],
                                                    r["train_verified"]))
     train_s = time.perf_counter() - t0
+    load_after = os.getloadavg()
     evals, errors = {}, {}
     for bound in ("ibp", "crown"):
         try:
@@ -83,6 +85,7 @@ def run(method: str, X, y, Xt, yt, settings: dict, pgd_steps: int, seed: int,
             "certified_ibp": get("ibp", "certified"),
             "certified_crown": get("crown", "certified"),
             "eval_seconds": {b: e["seconds"] for b, e in evals.items()},
+            "load_average_1_5_15": {"before": load_before, "after_training": load_after},
             "errors": errors, "history": history}
 
 
@@ -98,6 +101,11 @@ def table(results: list[dict]) -> str:
         lines.append(f"{r['method']:<10} {r['epochs']:>6} {r['seconds_per_epoch']:>8.1f} "
                      f"{r['train_seconds'] / 60:>9.2f} {_pct(r['clean']):>7} {_pct(r['pgd']):>7} "
                      f"{_pct(r['certified_ibp']):>9} {_pct(r['certified_crown']):>10}")
+    for r in results:
+        la = r["load_average_1_5_15"]
+        lines.append(f"{r['method']:<10} load average (1 min) before / after training: "
+                     f"{la['before'][0]:.1f} / {la['after_training'][0]:.1f} on "
+                     f"{os.cpu_count()} cores")
     lines.append("")
     lines.append(f"yardstick (PyTorch IBP, same images, 2 cores): clean {YARDSTICK['clean']:.1%}, "
                  f"IBP-certified {YARDSTICK['certified']:.1%} in {YARDSTICK['minutes']:.0f} min")

@@ -296,3 +296,18 @@ def test_margin_matrix_rows_are_label_minus_other():
     y = np.array([1.0, 2.0, 4.0, 8.0])
     np.testing.assert_array_equal(C[0] @ y, [3.0, 2.0, -4.0])
     np.testing.assert_array_equal(C[1] @ y, [-1.0, -3.0, -7.0])
+
+
+def test_unsupported_ops_fail_with_the_op_and_node_named():
+    from verifier.errors import UnsupportedOpError
+    net = _chain((3,), [(O.Linear(np.eye(3), np.zeros(3)), (3,)), (O.Softmax(), (3,))])
+    x = np.zeros((1, 3))
+    with pytest.raises(UnsupportedOpError, match="Softmax.*n1"):
+        ibp_margin_lower(net, {}, x, x + 0.1, margin_matrix(np.array([0]), 3))
+    net = _mlp_net(np.random.default_rng(0), O.Sigmoid())
+    x = np.zeros((1, 6))
+    with pytest.raises(UnsupportedOpError, match="Sigmoid"):
+        crown_margin_lower(net, {}, x, x + 0.1, margin_matrix(np.array([0]), 4))
+    net = _mlp_net(np.random.default_rng(0), O.LeakyRelu(-0.5))
+    with pytest.raises(UnsupportedOpError, match="LeakyRelu"):
+        ibp_margin_lower(net, {}, x, x + 0.1, margin_matrix(np.array([0]), 4))

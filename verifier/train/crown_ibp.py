@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UnsupportedOpError
 from ..network import Network
 from ..network import ops as O
 from . import autodiff as ad
@@ -149,6 +150,9 @@ def _neg_dot(lam: Var, beta: Var) -> Var:
 
 def _b_relu(node, op, params, lam, ctx):
     leak = float(op.alpha) if isinstance(op, O.LeakyRelu) else 0.0
+    if not 0.0 <= leak <= 1.0:
+        raise UnsupportedOpError(f"CROWN-IBP training supports LeakyRelu slopes in [0, 1], got "
+                                 f"{leak} (node {node.name!r})")
     alpha, d, beta = _relaxation(ctx.in_boxes[0], leak)
     B = lam.shape[0]
     d = ad.reshape(d, (B, 1) + d.shape[1:])

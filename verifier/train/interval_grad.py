@@ -100,6 +100,9 @@ def _positive_linear(op, params, boxes):
 
 def _monotone(op, params, boxes):
     (box,) = boxes
+    if isinstance(op, O.LeakyRelu) and op.alpha < 0:
+        raise UnsupportedOpError(f"IBP training needs a non-decreasing LeakyRelu, got alpha "
+                                 f"{op.alpha}")
     return Box(lower=ad.apply_op(op, params, [box.lower]),
                upper=ad.apply_op(op, params, [box.upper]))
 
