@@ -17,7 +17,7 @@ from verifier.kernels import act_forward, adam_ascent
 from verifier.network import ops as O
 
 from .crown import final_crown
-from .interval import concat_index, map_parts, scale_vectors, select_index
+from .interval import concat_index, scale_vectors, select_index
 from .relax import relaxation
 from .state import State
 from .types import AlphaOptions

@@ -27,7 +27,7 @@ import numpy as np
 from verifier.kernels import abs_dot, act_backward, box_lower, maxpool_backward, select_backward
 from verifier.network import ops as O
 
-from .interval import abs_weights, concat_index, map_parts, scale_vectors, select_index
+from .interval import concat_index, map_parts, scale_vectors, select_index
 from .plan import PlanNode
 from .relax import relaxation
 from .rounding import MARGIN_FACTOR, down

@@ -6,13 +6,13 @@ intersected with bounds the caller knows (e.g. a parent subproblem's) and with s
 constraints (B&B: a ReLU fixed active has input >= 0, fixed inactive <= 0). A value that feeds a
 relaxation (a *pre-activation*) then gets CROWN bounds -- a backward pass from that value -- for
 the neurons that matter only (for ReLU/LeakyReLU the unstable ones, l < 0 < u in some box; all
-of them once more than ``dense_fraction`` are unstable), and keeps the elementwise tighter of
-IBP and CROWN. Values whose IBP bounds are already exact (one affine map of the input) skip it.
-A backward pass that starts at a 1-d ``Linear`` node begins from the rows of W themselves.
+of them once more than ``dense_fraction`` are unstable, or when the value has at most
+``dense_below`` neurons), and keeps the elementwise tighter of IBP and CROWN. Values whose IBP
+bounds are already exact (one affine map of the input) skip it, and so do values whose bounds
+the caller passed with ``reuse_known``. A backward pass that starts at a 1-d ``Linear`` node
+begins from the rows of W themselves. With several boxes, the rows are the union over boxes.
 """
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 
@@ -23,8 +23,6 @@ from .interval import ibp_node
 from .plan import KINKED, Plan
 from .state import State
 from .types import CrownOptions
-
-log = logging.getLogger(__name__)
 
 RELU_MODES = {"adaptive": 0, "zero": 1, "one": 2, "same": 3}
 
