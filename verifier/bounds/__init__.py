@@ -10,6 +10,11 @@ Entry points:
   bounds of its rows ``C y - d`` (file order).
 * ``spec_report(net, spec, method, options=None) -> dict`` and ``bounds_json(...)``: the JSON
   object of ``verifier bounds --json``.
+* ``warm_up()``: load every Numba kernel now (a server or forkserver before it forks).
+
+Branch and bound passes ``splits`` (ReLUs fixed active/inactive per box) and ``known`` (a
+parent's intermediate bounds, from ``intermediate=True``; with ``CrownOptions(reuse_known=True)``
+their CROWN passes are skipped). Many boxes go in one call (leading batch axis).
 
 Every bound is sound in floating point (rounding.py). Modules: ``interval`` (IBP rules),
 ``relax`` (relaxations), ``backward`` (CROWN's backward rules), ``crown`` (intermediate bounds
