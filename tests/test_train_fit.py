@@ -265,3 +265,26 @@ def test_the_training_ibp_pass_agrees_with_the_sound_core():
     sound = compute(net, lo.reshape(4, -1), hi.reshape(4, -1), C=C, method="ibp").lower
     assert np.all(sound <= ours)  # the sound bound adds outward rounding margins
     np.testing.assert_allclose(sound, ours, rtol=1e-9, atol=1e-9)
+
+
+def test_batchnorm_folds_its_running_statistics_into_the_scale():
+    from verifier.train.batchnorm import BatchNormStats, fold
+    net = mlp([3, 4, 2], batchnorm=True)
+    gamma, beta = np.array([1.0, 2.0, -0.5, 3.0]), np.array([0.1, 0.0, -1.0, 0.5])
+    stats = {"bn1": BatchNormStats(np.array([0.5, -1.0, 2.0, 0.0]),
+                                   np.array([1.0, 4.0, 0.25, 9.0]))}
+    p = fold(net, {("bn1", "a"): gamma, ("bn1", "c"): beta}, stats, eps=1e-5)
+    z = np.random.default_rng(0).normal(size=(7, 4))
+    want = gamma * (z - stats["bn1"].mean) / np.sqrt(stats["bn1"].var + 1e-5) + beta
+    np.testing.assert_allclose(z * p[("bn1", "a")] + p[("bn1", "c")], want, rtol=1e-12)
+
+
+def test_fit_with_batchnorm_returns_an_inference_network_that_certifies():
+    X, y = _two_blobs(200)
+    eps = 0.3
+    net0 = mlp([2, 16, 16, 2], seed=0, batchnorm=True)
+    net, hist = fit(net0, X, y, eps=eps, method="ibp", **FAST)
+    assert [n.name for n in net.nodes] == [n.name for n in net0.nodes]
+    ev = evaluate(net, X, y, eps, method="ibp", pgd_steps=5)
+    assert ev["clean"] > 0.9 and ev["certified"] > 0.8
+    assert not np.allclose(net.node("bn1").op.a, 1.0)  # running statistics folded in

@@ -311,3 +311,50 @@ def test_unsupported_ops_fail_with_the_op_and_node_named():
     net = _mlp_net(np.random.default_rng(0), O.LeakyRelu(-0.5))
     with pytest.raises(UnsupportedOpError, match="LeakyRelu"):
         ibp_margin_lower(net, {}, x, x + 0.1, margin_matrix(np.array([0]), 4))
+
+
+# --------------------------------------------------------------------------------------------
+# BatchNorm with batch statistics
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["natural", "ibp", "crown-ibp", "pgd"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_batchnorm_training_loss_gradients_match_finite_differences(method, arch):
+    from verifier.train import cnn, mlp
+    from verifier.train.fit import FitOptions, training_loss
+    if arch == "mlp":
+        net = mlp([6, 5, 4, 3], batchnorm=True, seed=1)
+        x = np.random.default_rng(2).uniform(-1, 1, size=(5, 6))
+    else:
+        net = cnn((2, 5, 5), [(3, 3, 1, 1)], [4], n_classes=3, batchnorm=True, seed=1)
+        x = np.random.default_rng(2).uniform(-1, 1, size=(5, 2, 5, 5))
+    labels = np.array([0, 1, 2, 1, 0])
+    params = get_params(net)
+    rng = np.random.default_rng(5)
+    params = {k: v + rng.normal(scale=0.2, size=v.shape) for k, v in params.items()}
+    opts = FitOptions()
+    xa = x + 0.1 * np.sign(rng.normal(size=x.shape))  # a fixed "attack" point for pgd
+
+    def f(arrays):
+        pv = param_vars(arrays)
+        if method == "pgd":  # the adversarial term at a fixed point, with batch statistics
+            from verifier.train.batchnorm import BatchContext, bn_nodes
+            bn = BatchContext(bn_nodes(net), opts.bn_eps)
+            forward(net, pv, x, bn)
+            return cross_entropy(forward(net, {**pv, **bn.params}, xa), labels), pv
+        loss, _ = training_loss(net, pv, x, labels, method, 0.1, 0.3, 0.5, opts)
+        return loss, pv
+    check_gradient(f, params)
+
+
+def test_batchnorm_normalises_the_clean_batch():
+    from verifier.train import mlp
+    from verifier.train.batchnorm import BatchContext
+    net = mlp([4, 6, 2], batchnorm=True)
+    x = np.random.default_rng(0).normal(size=(50, 4)) * 3 + 1
+    bn = BatchContext(["bn1"], 1e-5)
+    forward(net, {}, x, bn)
+    a, c = bn.params[("bn1", "a")].value, bn.params[("bn1", "c")].value
+    z = net.forward_all(x)["fc1"]
+    y = z * a + c
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(y.var(0), 1.0, rtol=1e-4)

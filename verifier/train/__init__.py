@@ -7,6 +7,7 @@ losses, schedules, Adam, ``fit`` and ``evaluate``.
                        domain=(0.0, 1.0))
     print(evaluate(net, X[8000:], y[8000:], eps=0.1, method="ibp", domain=(0.0, 1.0)))
 """
+from .batchnorm import BN_SOURCE, bn_nodes
 from .data import load_mnist, read_idx
 from .evaluate import certified_mask, evaluate
 from .fit import METHODS, FitOptions, fit
@@ -14,6 +15,6 @@ from .models import cnn, cnn7, cnn_large, cnn_medium, cnn_small, ibp_init, mlp
 from .params import get_params, set_params
 from .schedules import Schedule, linear_ramp, smoothed_ramp
 
-__all__ = ["fit", "FitOptions", "METHODS", "evaluate", "certified_mask", "mlp", "cnn",
+__all__ = ["fit", "FitOptions", "METHODS", "BN_SOURCE", "bn_nodes", "evaluate", "certified_mask", "mlp", "cnn",
            "cnn_small", "cnn_medium", "cnn_large", "cnn7", "ibp_init", "load_mnist", "read_idx",
            "get_params", "set_params", "Schedule", "linear_ramp", "smoothed_ramp"]

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..network import Network
 from . import autodiff as ad
+from .batchnorm import BatchContext, BatchNormStats, bn_nodes, fold
 from .losses import cross_entropy, forward, margin_lower, pgd_attack, robust_ce
 from .optim import Adam, clip_by_global_norm, minibatches
 from .params import get_params, param_vars, set_params
@@ -65,7 +66,10 @@ class FitOptions:
     "train-ibp", the training pass, is cheaper but not a certificate).
     workers: threads that share each batch (1). numpy releases the GIL in BLAS and array
     loops, so 2 workers with a single-threaded BLAS (``OPENBLAS_NUM_THREADS=1``) use two cores
-    on independent halves of the batch; results are deterministic for a given worker count.
+    on independent halves of the batch; results are deterministic for a given worker count
+    (BatchNorm statistics are then per half, "ghost batch" style).
+    bn_momentum / bn_eps: BatchNorm running-statistics momentum and variance offset (0.1, 1e-5;
+    see ``batchnorm``).
     """
 
     epochs: int = 20
@@ -93,6 +97,8 @@ class FitOptions:
     shuffle: bool = True
     validation_method: str = "ibp"
     workers: int = 1
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
 
 
 def _schedule(opts: FitOptions, eps: float, method: str, steps_per_epoch: int) -> Schedule:
@@ -123,12 +129,19 @@ def training_loss(net: Network, pvars: dict, x: np.ndarray, t: np.ndarray, metho
                   eps: float, kappa: float, beta: float, opts: FitOptions, rng=None,
                   current: Network | None = None) -> tuple[ad.Var, dict]:
     """The objective of one step (a scalar ``Var``) and batch statistics: ``natural`` and
-    ``robust`` loss values, ``correct`` (clean) and ``verified`` (all margin bounds > 0) counts.
-    ``current`` is ``net`` with the parameters of ``pvars`` (needed by the PGD attack)."""
+    ``robust`` loss values, ``correct`` (clean) and ``verified`` (all margin bounds > 0) counts,
+    and ``bn`` {node: (mean, var)} when the network has BatchNorm nodes (``batchnorm``; they
+    then hold ``gamma``/``beta`` in ``pvars`` and the clean pass always runs). ``current`` is
+    ``net`` with the parameters of ``pvars`` (needed by the PGD attack)."""
     stats = {}
     terms = []
+    bn = BatchContext(bn_nodes(net), opts.bn_eps) if bn_nodes(net) else None
+    if kappa > 0.0 or method == "natural" or bn is not None:
+        logits = forward(net, pvars, x, bn)
+        if bn is not None:  # the bound passes use the clean batch's normalisation
+            pvars = {**pvars, **bn.params}
+            stats["bn"] = bn.stats
     if kappa > 0.0 or method == "natural":
-        logits = forward(net, pvars, x)
         nat = cross_entropy(logits, t)
         stats["natural"] = float(nat.value)
         stats["correct"] = int((logits.value.reshape(len(t), -1).argmax(1) == t).sum())
@@ -182,20 +195,26 @@ def fit(net: Network, X, y, eps: float = 0.1, method: str = "ibp", epochs: int |
     adam = Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = -(-len(X) // opts.batch_size)
     sched = _schedule(opts, eps, method, steps_per_epoch)
+    bn_stats = {name: BatchNormStats(np.zeros_like(net.node(name).op.a),
+                                     np.ones_like(net.node(name).op.a)) for name in bn_nodes(net)}
+
+    def trained() -> Network:
+        return set_params(net, fold(net, params, bn_stats, opts.bn_eps) if bn_stats else params)
     history = []
     pool = ThreadPoolExecutor(opts.workers) if opts.workers > 1 else None
     try:
         _train(net, params, adam, sched, X, y, method, opts, rng, pool, eps, validation,
-               progress, history)
+               progress, history, bn_stats, trained)
     finally:
         if pool is not None:
             pool.shutdown()
-    return set_params(net, params), history
+    return trained(), history
 
 
 def _train(net, params, adam, sched, X, y, method, opts, rng, pool, eps, validation, progress,
-           history):
-    """The epoch loop of ``fit``: updates ``params`` in place and appends to ``history``."""
+           history, bn_stats, trained):
+    """The epoch loop of ``fit``: updates ``params`` and ``bn_stats`` in place and appends to
+    ``history``; ``trained()`` is the network of the current parameters."""
     step = 0
     for epoch in range(opts.epochs):
         t0 = time.perf_counter()
@@ -204,11 +223,15 @@ def _train(net, params, adam, sched, X, y, method, opts, rng, pool, eps, validat
         counts = {k: 0 for k in sums}
         for idx in minibatches(len(X), opts.batch_size, rng, opts.shuffle):
             eps_t, kappa, beta = sched.eps_at(step), sched.kappa_at(step), sched.beta_at(step)
-            current = set_params(net, params) if method == "pgd" else None
+            current = trained() if method == "pgd" else None
             grads, stats = batch_gradients(net, params, X[idx], y[idx], method, eps_t, kappa,
                                            beta, opts, rng, current, pool)
             grads, _ = clip_by_global_norm(grads, opts.grad_clip)
             adam.step(grads, lr)
+            for name, (m, v) in stats.pop("bn", {}).items():
+                st = bn_stats[name]
+                st.mean += opts.bn_momentum * (m - st.mean)
+                st.var += opts.bn_momentum * (v - st.var)
             for k, v in stats.items():
                 w = len(idx) if k in ("loss", "natural", "robust") else 1
                 sums[k] += v * w
@@ -224,7 +247,7 @@ def _train(net, params, adam, sched, X, y, method, opts, rng, pool, eps, validat
         rec["seconds"] = time.perf_counter() - t0
         if validation is not None:
             from .evaluate import evaluate
-            ev = evaluate(set_params(net, params), validation[0], validation[1], eps,
+            ev = evaluate(trained(), validation[0], validation[1], eps,
                           method=opts.validation_method, domain=opts.domain, pgd_steps=0)
             rec["val_clean"], rec["val_certified"] = ev["clean"], ev["certified"]
         history.append(rec)
@@ -262,5 +285,12 @@ def batch_gradients(net: Network, params: dict, x: np.ndarray, t: np.ndarray, me
     stats = {}
     for _, st, m in parts:
         for k, v in st.items():
-            stats[k] = stats.get(k, 0) + (v * m / n if k in ("loss", "natural", "robust") else v)
+            if k == "bn":  # per-chunk ("ghost") batch statistics, averaged by chunk size
+                acc = stats.setdefault("bn", {})
+                for name, (mu, var) in v.items():
+                    pm, pv = acc.get(name, (0.0, 0.0))
+                    acc[name] = (pm + mu * (m / n), pv + var * (m / n))
+            else:
+                stats[k] = stats.get(k, 0) + (v * m / n if k in ("loss", "natural", "robust")
+                                              else v)
     return grads, stats

@@ -19,6 +19,7 @@ import numpy as np
 from ..network import Network
 from . import autodiff as ad
 from .autodiff import Var
+from .batchnorm import BatchContext, batch_affine
 from .crown_ibp import crown_margin_lower
 from .interval_grad import as_input, foldable_output, ibp_margin_lower, interval_forward
 from .params import node_params
@@ -46,12 +47,19 @@ def input_box(x: np.ndarray, eps: float, domain: tuple[float, float] | None):
     return lo, hi
 
 
-def forward(net: Network, pvars: dict, x) -> Var:
-    """``net(x)`` on the tape (x: (B, *input_shape) array or Var)."""
+def forward(net: Network, pvars: dict, x, batchnorm: BatchContext | None = None) -> Var:
+    """``net(x)`` on the tape (x: (B, *input_shape) array or Var). With ``batchnorm``, its
+    nodes normalise with the statistics of this batch (``batchnorm.batch_affine``); their
+    effective ``a``, ``c`` and the batch statistics are recorded in ``batchnorm``."""
     values = {net.input_name: as_input(net, x)}
     for node in net.nodes:
-        values[node.name] = ad.apply_op(node.op, node_params(node, pvars),
-                                        [values[i] for i in node.inputs])
+        params = node_params(node, pvars)
+        if batchnorm is not None and node.name in batchnorm.names:
+            a, c, m, v = batch_affine(values[node.inputs[0]], params["a"], params["c"],
+                                      batchnorm.eps)
+            batchnorm.record(node.name, a, c, m, v)
+            params = {"a": a, "c": c}
+        values[node.name] = ad.apply_op(node.op, params, [values[i] for i in node.inputs])
     return values[net.output_name]
 
 

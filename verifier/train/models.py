@@ -8,8 +8,9 @@ architectures of the certified-training literature.
   small = conv16 4x4/2, conv32 4x4/1, FC100; medium = conv32 3x3/1, conv32 4x4/2, conv64 3x3/1,
   conv64 4x4/2, FC512, FC512; large = conv64 3x3/1, conv64 3x3/1, conv128 3x3/2,
   conv128 3x3/1, conv128 3x3/1, FC512.
-- ``cnn7`` (the CNN7 of Shi et al. 2021, without its BatchNorm layers): conv64, conv64,
-  conv128 /2, conv128, conv128 (3x3, padding 1), FC512; ``width`` scales the channels.
+- ``cnn7`` (the CNN7 of Shi et al. 2021): conv64, conv64, conv128 /2, conv128, conv128 (3x3,
+  padding 1), FC512, each followed by BatchNorm and ReLU; ``width`` scales the channels.
+- ``batchnorm=True`` (any builder) puts a BatchNorm node before every activation.
 
 Initialisation (deterministic for a seed): ``"ibp"`` (Shi et al. 2021) draws every weight but
 the last layer's from ``N(0, 2 pi / n_in^2)`` (``n_in`` the fan-in), which keeps the expected
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..network import Network, Node
 from ..network import ops as O
+from .batchnorm import BN_SOURCE
 
 ACTIVATIONS = {"relu": O.Relu, "leaky_relu": O.LeakyRelu, "sigmoid": O.Sigmoid,
                "tanh": O.Tanh, "softplus": O.Softplus}
@@ -52,21 +54,25 @@ def _weight(rng, shape, fan_in: int, init: str, last: bool) -> np.ndarray:
 class _Builder:
     """Appends nodes in order, tracking the current value's name and shape."""
 
-    def __init__(self, input_shape, seed: int, init: str, activation: str):
+    def __init__(self, input_shape, seed: int, init: str, activation: str,
+                 batchnorm: bool = False):
         self.nodes: list[Node] = []
         self.input_shape = tuple(input_shape)
         self.name, self.shape = "input", tuple(input_shape)
         self.rng = np.random.default_rng(seed)
-        self.init, self.activation = init, activation
+        self.init, self.activation, self.batchnorm = init, activation, batchnorm
         self.count: dict[str, int] = {}
 
-    def add(self, kind: str, op: O.Op, shape) -> None:
+    def add(self, kind: str, op: O.Op, shape, source: str = "") -> None:
         self.count[kind] = self.count.get(kind, 0) + 1
         name = f"{kind}{self.count[kind]}"
-        self.nodes.append(Node(name, op, (self.name,), tuple(shape)))
+        self.nodes.append(Node(name, op, (self.name,), tuple(shape), source))
         self.name, self.shape = name, tuple(shape)
 
     def act(self) -> None:
+        if self.batchnorm:
+            ones = np.ones((self.shape[0],) + (1,) * (len(self.shape) - 1))
+            self.add("bn", O.Scale(ones, np.zeros_like(ones)), self.shape, BN_SOURCE)
         self.add(self.activation, _activation(self.activation), self.shape)
 
     def conv(self, channels: int, kernel: int, stride: int, padding: int) -> None:
@@ -92,14 +98,15 @@ class _Builder:
 
 
 def mlp(sizes, activation: str = "relu", input_shape=None, init: str = "ibp",
-        seed: int = 0) -> Network:
+        seed: int = 0, batchnorm: bool = False) -> Network:
     """A fully connected network with layer widths ``sizes`` (input first, classes last) and
-    ``activation`` after every hidden layer. ``input_shape`` (default ``(sizes[0],)``) may be an
-    image shape, flattened first."""
+    ``activation`` after every hidden layer (``batchnorm``: a BatchNorm node before each
+    activation). ``input_shape`` (default ``(sizes[0],)``) may be an image shape, flattened
+    first."""
     input_shape = (sizes[0],) if input_shape is None else tuple(input_shape)
     if int(np.prod(input_shape)) != sizes[0]:
         raise ValueError(f"input shape {input_shape} does not have {sizes[0]} elements")
-    b = _Builder(input_shape, seed, init, activation)
+    b = _Builder(input_shape, seed, init, activation, batchnorm)
     b.flatten()
     for i, w in enumerate(sizes[1:]):
         b.dense(w, last=i == len(sizes) - 2)
@@ -107,11 +114,12 @@ def mlp(sizes, activation: str = "relu", input_shape=None, init: str = "ibp",
 
 
 def cnn(input_shape, conv, dense=(), n_classes: int = 10, activation: str = "relu",
-        init: str = "ibp", seed: int = 0) -> Network:
+        init: str = "ibp", seed: int = 0, batchnorm: bool = False) -> Network:
     """Conv layers ``conv`` = [(channels, kernel, stride, padding), ...], then a flatten, then
     Linear layers of widths ``dense`` and a last Linear to ``n_classes``; ``activation`` after
-    every layer but the last. ``input_shape`` is (C, H, W)."""
-    b = _Builder(input_shape, seed, init, activation)
+    every layer but the last, preceded by a BatchNorm node when ``batchnorm`` (a ``Scale`` that
+    trains with batch statistics, see ``batchnorm``). ``input_shape`` is (C, H, W)."""
+    b = _Builder(input_shape, seed, init, activation, batchnorm)
     for spec in conv:
         b.conv(*spec)
     b.flatten()
@@ -136,16 +144,16 @@ def cnn_medium(input_shape=(1, 28, 28), n_classes: int = 10, **kw) -> Network:
 def cnn_large(input_shape=(1, 28, 28), n_classes: int = 10, **kw) -> Network:
     """Gowal et al.'s large CNN: conv64 3x3/1, conv64 3x3/1, conv128 3x3/2, conv128 3x3/1,
     conv128 3x3/1, FC512 (padding 1)."""
-    return cnn7(input_shape, n_classes, width=64, linear=512, **kw)
+    return cnn7(input_shape, n_classes, width=64, linear=512, batchnorm=False, **kw)
 
 
 def cnn7(input_shape=(1, 28, 28), n_classes: int = 10, width: int = 64, linear: int = 512,
-         **kw) -> Network:
-    """CNN7 (Shi et al. 2021, without BatchNorm): conv w, conv w, conv 2w /2, conv 2w, conv 2w
-    (3x3, padding 1), FC ``linear``; ``width`` w = 64 by default."""
+         batchnorm: bool = True, **kw) -> Network:
+    """CNN7 (Shi et al. 2021): conv w, conv w, conv 2w /2, conv 2w, conv 2w (3x3, padding 1),
+    FC ``linear``, each followed by BatchNorm (``batchnorm``) and ReLU; ``width`` w = 64."""
     w = width
     return cnn(input_shape, [(w, 3, 1, 1), (w, 3, 1, 1), (2 * w, 3, 2, 1), (2 * w, 3, 1, 1),
-                             (2 * w, 3, 1, 1)], [linear], n_classes, **kw)
+                             (2 * w, 3, 1, 1)], [linear], n_classes, batchnorm=batchnorm, **kw)
 
 
 def ibp_init(net: Network, seed: int = 0) -> Network:
