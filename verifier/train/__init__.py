@@ -15,6 +15,7 @@ from .models import cnn, cnn7, cnn_large, cnn_medium, cnn_small, ibp_init, mlp
 from .params import get_params, set_params
 from .schedules import Schedule, linear_ramp, smoothed_ramp
 
-__all__ = ["fit", "FitOptions", "METHODS", "BN_SOURCE", "bn_nodes", "evaluate", "certified_mask", "mlp", "cnn",
+__all__ = ["fit", "FitOptions", "METHODS", "evaluate", "certified_mask", "mlp", "cnn",
            "cnn_small", "cnn_medium", "cnn_large", "cnn7", "ibp_init", "load_mnist", "read_idx",
-           "get_params", "set_params", "Schedule", "linear_ramp", "smoothed_ramp"]
+           "get_params", "set_params", "Schedule", "linear_ramp", "smoothed_ramp", "BN_SOURCE",
+           "bn_nodes"]
