@@ -58,3 +58,32 @@ def test_exported_model_verifies_consistently_with_evaluate(tmp_path):
         spec = specs.robustness(X[i], eps, int(y[i]), 2, clip=(0.0, 1.0))
         res = verify(loaded, spec, timeout=30, onnx_path=path)
         assert res.status == "unsat", res
+
+
+def test_exported_model_verifies_from_the_command_line(tmp_path):
+    """``verifier verify model.onnx prop.vnnlib`` on a trained, exported model: a property the
+    sound IBP certifies is unsat, and a point PGD breaks gives sat."""
+    import subprocess
+    import sys
+
+    from verifier.train.evaluate import certified_mask
+    from verifier.train.losses import pgd_attack
+    net, X, y = _trained("mlp")
+    path = tmp_path / "m.onnx"
+    save_onnx(net, path)
+    loaded = load_onnx(path)
+    cert = certified_mask(loaded, X, y, 0.02, "ibp", (0.0, 1.0))
+    i = int(np.flatnonzero(cert)[0])
+    cases = [(i, 0.02, "unsat")]
+    big = 0.5  # large enough for PGD to flip some label
+    xa = pgd_attack(loaded, X, y, big, 20, domain=(0.0, 1.0))
+    broken = np.flatnonzero(loaded(xa).argmax(1) != y)
+    assert broken.size
+    cases.append((int(broken[0]), big, "sat"))
+    for j, eps, want in cases:
+        prop = tmp_path / f"p{j}.vnnlib"
+        specs.write_vnnlib(specs.robustness(X[j], eps, int(y[j]), 2, clip=(0.0, 1.0)), prop)
+        out = subprocess.run([sys.executable, "-m", "verifier.cli", "verify", str(path),
+                              str(prop), "--timeout", "60"], capture_output=True, text=True,
+                             timeout=300)
+        assert out.stdout.split()[0] == want, (out.stdout, out.stderr)
