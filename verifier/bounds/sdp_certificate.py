@@ -2,28 +2,31 @@
 
 For multipliers ``y`` (projected: ``y >= 0`` on inequalities) and ``M(y) = C_0 - sum_i y_i G_i``
 (``sdp_program``), every true point ``v = (1, x)`` satisfies ``obj(x) >= v'M(y)v - sum_i |y_i|
-eps_i - obj_err``. With a diagonal scaling ``D = diag(d)`` by powers of two (``d_0 = 1``,
-``d_i >= max|x_i|``, so ``v = D w`` with ``w_0 = 1`` and ``|w_i| <= 1``), for every shift ``s``:
+eps_i - obj_err``. Centre and scale the coordinates by their box, ``x = c + h w`` with
+``c = (lo + hi)/2``, ``h >= (hi - lo)/2``, so that ``|w_i| <= 1`` at every true point, i.e.
+``v = S w`` with ``S = [[1, 0], [c, diag(h)]]``. Then for every shift ``s``:
 
-    v'M v = w' (D M D) w = s + w' (D M D - s e0 e0') w >= s + min(0, lambda_min(Mbar_s)) R,
+    v'M v = w' (S'M S) w = s + w' (Mbar - s e0 e0') w >= s + min(0, lambda_min(Mbar_s)) R,
 
-    R = 1 + sum_i (max|x_i| / d_i)^2  >=  ||w||^2,      Mbar_s = D M D - s e0 e0'.
+    Mbar = S'M S,   R = 1 + N >= ||w||^2   (coordinates with h = 0 are constants: dropped).
 
 That is the bound ``lb = s + min(0, lambda_min(M(s))) R`` of the design (the "const - s0" of
-its notation is our ``s``, absorbed into the (0, 0) entry), maximised over ``s`` by a 1-D
-search (``lambda_min(Mbar_s)`` is concave in s: the rank-one secular equation on one
+its notation is our ``s``, absorbed into the (0, 0) entry), with ``R`` the a-priori bound on the
+trace of the (scaled) lifted matrix ``w w'``; the centring makes a negative eigenvalue cost only
+``h_i^2`` per coordinate instead of ``max(lo_i^2, hi_i^2)``. ``s`` is chosen by a 1-D search
+(``lambda_min(Mbar_s)`` is concave in s: the rank-one secular equation on one
 eigendecomposition gives it cheaply for every s).
 
-Floating point. (1) ``M`` is computed, not exact: ``|M~ - M| <= gamma_K (|C_0| + |G_op| |y|)``
-elementwise (K the most terms summed into one entry), which costs ``w_max' D E D w_max``.
+Floating point. (1) ``M`` is computed, not exact: ``|M~ - M| <= gamma_K (|C_0| + |G_op| |y|) = E``
+elementwise (K the most terms summed into one entry); forming ``S'M S`` in float adds
+``gamma_{2n+4} |S'||M||S|``; with ``|w| <= 1`` the total costs ``sum_ij Ebar_ij``.
 (2) ``lambda_min`` is not taken from the eigensolver: a candidate ``sigma`` a little below its
 estimate is confirmed by a Cholesky factorisation of ``B = fl(Mbar_s - sigma I)``. If it runs to
 completion, ``B + dB = R'R`` with ``|dB| <= gamma_{n+1} |R'||R|`` (Higham 2002, Thm 10.3, any
 order of the inner products), hence ``lambda_min(B) >= -gamma_{n+1}/(1-gamma_{n+1}) tr(B)``
 (Rump 2006, "Verification of positive definiteness"); the rounding of forming ``B`` and
 ``Mbar_s`` adds ``u max|B_ii|`` and ``u |Mbar_s[0,0]|``. (3) The final sum is taken with a
-``gamma`` margin. Underflow is not modelled (entries are far from 1e-300). Scaling by powers of
-two is exact.
+``gamma`` margin. Underflow is not modelled (entries are far from 1e-300).
 """
 from __future__ import annotations
 
@@ -51,16 +54,6 @@ class Certificate:
     R: float
     margin: float
     eigvecs: np.ndarray | None = None
-
-
-def _scaling(amax: np.ndarray) -> np.ndarray:
-    """Powers of two ``d_i >= amax_i`` (1 where amax is 0); d_0 = 1."""
-    d = np.ones_like(amax)
-    pos = amax > 0
-    d[pos] = np.exp2(np.ceil(np.log2(amax[pos])))
-    d[pos] = np.where(d[pos] < amax[pos], d[pos] * 2, d[pos])
-    d[0] = 1.0
-    return d
 
 
 def _lambda_min_shifted(evals, w, s):
@@ -123,12 +116,28 @@ def certify(data, y: np.ndarray, shift_hint: float | None = None,
     asym = np.abs(M - M.T)
     M = 0.5 * (M + M.T)
     E = gamma(K) * Mabs + 0.5 * asym + U * np.abs(M)
-    d = _scaling(data.amax)
-    Mbar = M * d[:, None] * d[None, :]
-    Ebar = E * d[:, None] * d[None, :]
-    wmax = np.minimum(data.amax / d, 1.0)
-    wmax[0] = 1.0
-    R = float(inflate(1.0 + np.sum(wmax[1:] ** 2)) * (1 + n * U * 2))
+    # centred, scaled coordinates: x = c + h w, |w_i| <= 1 at every true point
+    lo, hi = data.lo[1:], data.hi[1:]
+    c = 0.5 * lo + 0.5 * hi
+    h = np.maximum(hi - c, c - lo) * (1 + 4 * U)
+    keep = np.r_[True, h > 0]
+    Mx, m, m00 = M[1:, 1:], M[1:, 0], M[0, 0]
+    Ex, em, e00 = E[1:, 1:], E[1:, 0], E[0, 0]
+    absc = np.abs(c)
+    Mc = Mx @ c
+    Mbar = np.empty_like(M)
+    Mbar[1:, 1:] = h[:, None] * Mx * h[None, :]
+    Mbar[1:, 0] = Mbar[0, 1:] = h * (m + Mc)
+    Mbar[0, 0] = m00 + 2.0 * (m @ c) + c @ Mc
+    g = gamma(2 * n + 4)
+    absMc = np.abs(Mx) @ absc
+    Ebar = np.empty_like(M)
+    Ebar[1:, 1:] = h[:, None] * (Ex + g * np.abs(Mx)) * h[None, :]
+    Ebar[1:, 0] = Ebar[0, 1:] = h * (em + Ex @ absc + g * (np.abs(m) + absMc))
+    Ebar[0, 0] = (e00 + 2.0 * (em @ absc) + absc @ (Ex @ absc)
+                  + g * (abs(m00) + 2.0 * (np.abs(m) @ absc) + absc @ absMc))
+    Mbar, Ebar = Mbar[np.ix_(keep, keep)], Ebar[np.ix_(keep, keep)]
+    R = float(inflate(float(Mbar.shape[0])))
     evals, evecs = np.linalg.eigh(Mbar)
     w = evecs[0].copy()
 
@@ -147,13 +156,16 @@ def certify(data, y: np.ndarray, shift_hint: float | None = None,
     lam_guess = _lambda_min_shifted(evals, w, s_best)
     lam = _certify_psd(Ms, lam_guess, float(np.abs(Mbar).max()))
     model = float(np.abs(y) @ data.eps) + data.obj_err
-    rounding = float(wmax @ Ebar @ wmax) + U * abs(Ms[0, 0]) * 1.01
+    rounding = float(inflate(np.sum(Ebar))) + U * abs(Ms[0, 0]) * 1.01
     terms = np.array([s_best, R * min(0.0, lam)])
     margin = float(inflate(rounding + model + gamma(4) * np.sum(np.abs(terms))))
     bound = float(terms.sum()) - margin if np.isfinite(lam) else -np.inf
     vec = None
     if want_eigvec:
         ev, V = np.linalg.eigh(Ms)
-        keep = max(1, int(np.sum(ev < 0)))
-        vec = V[:, :keep] * d[:, None]
+        cols = max(1, int(np.sum(ev < 0)))
+        vec = np.zeros((n, cols))  # back to v = (1, x): v = S w
+        W = V[:, :cols]
+        vec[0] = W[0]
+        vec[np.flatnonzero(keep[1:]) + 1] = h[keep[1:], None] * W[1:] + c[keep[1:], None] * W[0]
     return Certificate(bound, s_best, lam, R, margin, vec)

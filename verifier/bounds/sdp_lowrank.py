@@ -44,8 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import lsq_linear
-from scipy.sparse.linalg import LinearOperator
+from scipy.sparse.linalg import LinearOperator, lsmr
 
 from .lp import LPOptions, layer_bounds
 from .lp_program import (LayerBounds, RelaxationResult, as_batch_box, core_intermediate,
@@ -76,7 +75,9 @@ class LowRankOptions:
     #: initial penalty and its growth when the violation does not fall fourfold
     rho: float = 10.0
     rho_growth: float = 5.0
-    rho_max: float = 1e6
+    rho_max: float = 1e3
+    #: augmented-Lagrangian rounds between two certificates
+    rounds_per_check: int = 2
     #: stop a rank's rounds once the constraint violation is below this
     feas_tol: float = 1e-7
     #: escalate while lambda_min of the scaled certificate matrix is below -this
@@ -107,7 +108,22 @@ class _Problem:
         Gr = data.G_op.tocsr()
         rows = np.flatnonzero(np.diff(Gr.indptr) > 0)
         rows = np.union1d(rows, np.flatnonzero(data.C0))
+        self.rows = rows
         self.p, self.q = rows // n, rows % n
+        # G's pattern entries from a few full rows of V V' (row 0 and the rows of the
+        # neurons, which every off-diagonal entry touches) and its diagonal
+        off = self.p != self.q
+        small = np.zeros(n, dtype=bool)
+        small[0] = True
+        small[data.offsets[1]:] = True
+        first = np.where(small[self.p], self.p, self.q)
+        second = np.where(small[self.p], self.q, self.p)
+        if np.any(off & ~small[first]):
+            small[np.unique(first[off & ~small[first]])] = True
+        self.small = np.flatnonzero(small)
+        pos = np.full(n, -1)
+        pos[self.small] = np.arange(self.small.size)
+        self._take = np.where(off, pos[first] * n + second, self.small.size * n + self.p)
         self.Gp = Gr[rows]                  # (pattern, m)
         self.GpT = self.Gp.T.tocsr()        # (m, pattern)
         self.C0p = data.C0[rows]
@@ -118,9 +134,16 @@ class _Problem:
         self.al = np.ones(data.m, dtype=bool)  # every constraint is in the Lagrangian
         self.eq = data.equality
 
-    def gram(self, V) -> np.ndarray:
-        """The pattern entries of V V'."""
-        return np.einsum("ij,ij->i", V[self.p], V[self.q])
+    def gram(self, V, W=None) -> np.ndarray:
+        """The pattern entries of sym(V W') (W = V by default): the few rows it needs, the
+        diagonal, then a gather."""
+        if W is None:
+            rows = (V[self.small] @ V.T).ravel()
+            diag = np.einsum("ij,ij->i", V, V)
+        else:  # (V W' + W V')/2, whose pattern entries the adjoint needs
+            rows = 0.5 * (V[self.small] @ W.T + W[self.small] @ V.T).ravel()
+            diag = np.einsum("ij,ij->i", V, W)
+        return np.concatenate([rows, diag])[self._take]
 
     def values(self, V):
         """g_i(V) = <G_i, V V'> for all i."""
@@ -164,13 +187,16 @@ class _Problem:
         return float(self.C0p @ self.gram(V))
 
 
-def lbfgs(fg, z, iters: int, memory: int = 20, gtol: float = 1e-11):
+def lbfgs(fg, z, iters: int, memory: int = 20, gtol: float = 1e-11, deadline=None):
     """Minimise a smooth function by L-BFGS (Nocedal & Wright, Alg. 7.4) with a backtracking
-    Armijo line search; ``fg(z) -> (value, gradient)``. Returns the last iterate."""
+    Armijo line search; ``fg(z) -> (value, gradient)``. Returns the last iterate (at the
+    ``deadline`` of ``time.perf_counter()`` at the latest)."""
     f, g = fg(z)
     S, Y = [], []
     for _ in range(iters):
         if np.linalg.norm(g) <= gtol * (1.0 + abs(f)):
+            break
+        if deadline is not None and time.perf_counter() > deadline:
             break
         q = g.copy()
         alphas = []
@@ -210,7 +236,7 @@ def lbfgs(fg, z, iters: int, memory: int = 20, gtol: float = 1e-11):
     return z
 
 
-def _minimise(prob: _Problem, V, y, rho, iters, gtol=1e-11):
+def _minimise(prob: _Problem, V, y, rho, iters, gtol=1e-11, deadline=None):
     """Minimise the augmented Lagrangian over V's rows 1.. (row 0 stays e_1)."""
     n, r = V.shape
     head = V[:1].copy()
@@ -220,14 +246,14 @@ def _minimise(prob: _Problem, V, y, rho, iters, gtol=1e-11):
         val, grad = prob.lagrangian(W, y, rho)
         return val, grad[1:].reshape(-1)
 
-    z = lbfgs(fg, V[1:].reshape(-1), iters, gtol=gtol)
+    z = lbfgs(fg, V[1:].reshape(-1), iters, gtol=gtol, deadline=deadline)
     return np.vstack([head, z.reshape(n - 1, r)])
 
 
-def recover_multipliers(prob: _Problem, V, y0, act_tol: float = 1e-5):
+def recover_multipliers(prob: _Problem, V, y0, act_tol: float = 1e-5, maxiter: int = 300):
     """Least-squares multipliers (y, s) for ``(M(y) - s e0 e0') V = 0`` (module docstring):
-    bounded least squares (``y >= 0`` on inequalities) over the constraints that are active at
-    V or carry a positive augmented-Lagrangian multiplier."""
+    LSMR started from the augmented-Lagrangian values ``y0``, over the constraints that are
+    active at V or carry a positive multiplier, signs projected afterwards."""
     data, n = prob.data, prob.n
     r = V.shape[1]
     g = prob.values(V)
@@ -237,7 +263,6 @@ def recover_multipliers(prob: _Problem, V, y0, act_tol: float = 1e-5):
     idx = np.flatnonzero(support)
     Gs = prob.Gp[:, idx].tocsc()
     GsT = Gs.T.tocsr()
-    Vq = V[prob.q]
 
     def mv(z):  # (y_idx, s) -> vec((G y) V + s e0 e1')
         out = prob.times(Gs @ z[:-1], V)
@@ -246,17 +271,16 @@ def recover_multipliers(prob: _Problem, V, y0, act_tol: float = 1e-5):
 
     def rmv(R):  # adjoint: <G_i, R V'> on the pattern
         R = R.reshape(n, r)
-        return np.r_[GsT @ np.einsum("ij,ij->i", R[prob.p], Vq), R[0, 0]]
+        return np.r_[GsT @ prob.gram(R, V), R[0, 0]]
 
     op = LinearOperator((n * r, idx.size + 1), matvec=mv, rmatvec=rmv, dtype=np.float64)
     rhs = prob.times(prob.C0p, V).reshape(-1)  # C0 V = (G y) V + s e0 e1'
-    lower = np.where(data.equality[idx], -np.inf, 0.0)
-    res = lsq_linear(op, rhs, bounds=(np.r_[lower, -np.inf], np.full(idx.size + 1, np.inf)),
-                     method="trf", lsq_solver="lsmr", tol=1e-12, max_iter=200,
-                     lsmr_tol="auto")
+    x0 = np.r_[y0[idx], 0.0]
+    x0[-1] = rhs[0] - mv(x0)[0]  # the shift that zeroes the (0, 0) residual
+    sol = lsmr(op, rhs, x0=x0, atol=1e-12, btol=1e-12, maxiter=maxiter)[0]
     y = np.zeros(data.m)
-    y[idx] = res.x[:-1]
-    return data.project(y), float(res.x[-1])
+    y[idx] = sol[:-1]
+    return data.project(y), float(sol[-1])
 
 
 def attack_start(obj_fn, x_lo, x_hi, starts: int, rng, steps: int = 60):
@@ -307,8 +331,8 @@ def lowrank_bound(data, v_start: np.ndarray, options: LowRankOptions | None = No
     prev_viol = np.inf
     gtol = 1e-4
     while True:
-        for _ in range(5):
-            V = _minimise(prob, V, y, rho, options.lbfgs_iters, gtol)
+        for _ in range(options.rounds_per_check):
+            V = _minimise(prob, V, y, rho, options.lbfgs_iters, gtol, deadline)
             g = prob.values(V)
             y = prob.weights(g, y, rho)
             stats["rounds"] += 1
@@ -321,8 +345,12 @@ def lowrank_bound(data, v_start: np.ndarray, options: LowRankOptions | None = No
             prev_viol = viol
             if deadline is not None and time.perf_counter() > deadline:
                 break
+        t1 = time.perf_counter()
         y_ls, s = recover_multipliers(prob, V, y)
+        t2 = time.perf_counter()
         cert = certify(data, y_ls, s, want_eigvec=True)
+        log.debug("low-rank: least squares %.2f s, certificate %.2f s", t2 - t1,
+                  time.perf_counter() - t2)
         stats["certificates"] += 1
         for c in (cert, certify(data, y)):
             if c.bound > best.bound:
