@@ -60,6 +60,7 @@ def test_exported_model_verifies_consistently_with_evaluate(tmp_path):
         assert res.status == "unsat", res
 
 
+@pytest.mark.slow
 def test_exported_model_verifies_from_the_command_line(tmp_path):
     """``verifier verify model.onnx prop.vnnlib`` on a trained, exported model: a property the
     sound IBP certifies is unsat, and a point PGD breaks gives sat."""
