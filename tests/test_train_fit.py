@@ -288,3 +288,23 @@ def test_fit_with_batchnorm_returns_an_inference_network_that_certifies():
     ev = evaluate(net, X, y, eps, method="ibp", pgd_steps=5)
     assert ev["clean"] > 0.9 and ev["certified"] > 0.8
     assert not np.allclose(net.node("bn1").op.a, 1.0)  # running statistics folded in
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_the_training_crown_ibp_pass_agrees_with_the_sound_core(kind):
+    """The training bound is CROWN with IBP intermediate bounds and adaptive lower slopes:
+    the sound core's CROWN with ``intermediate="ibp"`` computes the same bound, minus its
+    rounding margins."""
+    from verifier.bounds import CrownOptions, compute
+    from verifier.train.crown_ibp import crown_margin_lower
+    from verifier.train.losses import margin_matrix
+    net = (mlp([6, 8, 8, 3], seed=1) if kind == "mlp"
+           else cnn((1, 8, 8), [(3, 3, 2, 1)], [6], n_classes=3, seed=2))
+    x = np.random.default_rng(0).uniform(0, 1, size=(4,) + net.input_shape)
+    C = margin_matrix(np.array([0, 1, 2, 0]), 3)
+    lo, hi = np.clip(x - 0.05, 0, 1), np.clip(x + 0.05, 0, 1)
+    ours = crown_margin_lower(net, {}, lo, hi, C).value
+    sound = compute(net, lo.reshape(4, -1), hi.reshape(4, -1), C=C, method="crown",
+                    options=CrownOptions(intermediate="ibp")).lower
+    assert np.all(sound <= ours)
+    np.testing.assert_allclose(sound, ours, rtol=1e-9, atol=1e-9)
