@@ -1,0 +1,1 @@
+"""Benchmarks with hidden counterexamples, and the harness that tests verifiers on them."""
