@@ -37,8 +37,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .lp_program import (LayerBounds, RelaxationResult, U, affine_interval, as_batch_box,
-                         core_intermediate, gamma, inflate, interval_pass, merge_intermediate, relu_program,
-                         spec_rows)
+                         core_intermediate, gamma, inflate, interval_pass, merge_intermediate,
+                         relu_program, spec_rows)
 
 log = logging.getLogger(__name__)
 INF = highspy.kHighsInf

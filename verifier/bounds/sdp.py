@@ -23,8 +23,8 @@ import cvxpy as cp
 import numpy as np
 
 from .lp import LPOptions, layer_bounds
-from .lp_program import (AffineMap, LayerBounds, RelaxationResult, as_batch_box, core_intermediate,
-                         merge_intermediate, relu_program, spec_rows)
+from .lp_program import (AffineMap, LayerBounds, RelaxationResult, as_batch_box,
+                         core_intermediate, merge_intermediate, relu_program, spec_rows)
 from .sdp_certificate import certify
 from .sdp_program import reduce_program, sdp_data
 

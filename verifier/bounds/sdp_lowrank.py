@@ -5,16 +5,17 @@ nonconvex low-rank semidefinite relaxations") solve the SDP of Raghunathan et al
 ``G = V V'`` with V of r columns. We do the same over the constraints of ``sdp_program``.
 
 Primal. Since G only matters through V V', row 0 of V (the constant 1) is fixed to ``e_1``;
-then ``x = V[1:, 0]`` and ``X = V[1:] V[1:]'``. The coordinate box ``lo <= x <= hi`` becomes
-simple bounds on V's first column; every other constraint ``g_i(V) = <G_i, V V'>`` goes into an
-augmented Lagrangian (Rockafellar's form for inequalities)
+then ``x = V[1:, 0]`` and ``X = V[1:] V[1:]'``. Every constraint ``g_i(V) = <G_i, V V'>`` (the
+coordinate box included) goes into an augmented Lagrangian (Rockafellar's form for
+inequalities)
 
     L_rho(V; y) = <C_0, VV'> + sum_ineq (max(0, y_i - rho g_i)^2 - y_i^2) / (2 rho)
                              + sum_eq (-y_i g_i + rho g_i^2 / 2),
 
-minimised by L-BFGS-B (its gradient is ``2 (C_0 - sum_i w_i G_i) V`` with
-``w_i = max(0, y_i - rho g_i)`` or ``y_i - rho g_i``: one sparse product and two dense ones), then
-``y <- w`` and ``rho`` grows while the violation does not fall. The start is an attack point
+minimised over V's other rows by L-BFGS (its gradient is ``2 (C_0 - sum_i w_i G_i) V`` with
+``w_i = max(0, y_i - rho g_i)`` or ``y_i - rho g_i``: sparse products on the constraints'
+pattern, r columns at a time: r forward and backward passes), then ``y <- w`` and ``rho`` grows
+(up to a cap) while the violation does not fall fourfold. The start is an attack point
 (projected gradient on the network's own spec row), lifted to rank r with small noise.
 
 Multipliers. At a solution, stationarity reads ``(M(y) - s e0 e0') V = 0`` with
