@@ -280,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, help="only the first N instances")
     r.add_argument("--memory-limit", type=float, help="address-space cap per worker, GiB")
     r.set_defaults(func=cmd_run)
+
+    from .soundness.cli import add_parser as add_soundness_parser  # noqa: PLC0415
+
+    add_soundness_parser(sub)
     return p
 
 
