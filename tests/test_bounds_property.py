@@ -5,7 +5,7 @@ corners included) lies outside any bound, and alpha-CROWN is never looser than C
 import itertools
 
 import numpy as np
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from verifier import bounds
 from verifier.network import Network, Node
@@ -178,6 +178,9 @@ def _samples(rng, lo, hi, count=40):
 
 
 @given(networks(), st.integers(0, 2 ** 31 - 1), st.integers(1, 2))
+# regression: a Linear on the last axis of an image as the last layer (alpha-CROWN's forward
+# pass reshaped its output to (B, K, m) instead of the flattened (B, K, C*H*m))
+@example((4, "image", ("linear_last",), ("relu",), "relu", False), 0, 1)
 def test_no_sampled_output_lies_outside_any_bound(spec, seed, B):
     net = build(*spec)
     rng = np.random.default_rng(seed)

@@ -40,7 +40,8 @@ def _linear(st, pn, A, xs):
             y = np.zeros((Bx, K, m))
             y[:, :, cols] = (x.reshape(-1, n) @ sub[0] + sub[1]).reshape(Bx, K, cols.size)
             return y
-    return (x.reshape(-1, n) @ W.T + b).reshape(Bx, K, m)
+    # Linear acts on the last axis: (Bx, K, ..., n) -> (Bx, K, ..., m), flattened per row
+    return (x.reshape(-1, n) @ W.T + b).reshape(Bx, K, pn.size)
 
 
 def _scale(st, pn, A, xs):
