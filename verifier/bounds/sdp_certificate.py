@@ -15,7 +15,8 @@ its notation is our ``s``, absorbed into the (0, 0) entry), with ``R`` the a-pri
 trace of the (scaled) lifted matrix ``w w'``; the centring makes a negative eigenvalue cost only
 ``h_i^2`` per coordinate instead of ``max(lo_i^2, hi_i^2)``. ``s`` is chosen by a 1-D search
 (``lambda_min(Mbar_s)`` is concave in s: the rank-one secular equation on one
-eigendecomposition gives it cheaply for every s). A second, often much cheaper, cover of the
+eigendecomposition gives it cheaply for every s), unless the caller gives one (the low-rank
+solver's least-squares shift). A second, often much cheaper, cover of the
 negative part ``N`` of ``Mbar_s``: with ``delta_i = sum_j |N_ij|``, ``diag(delta) + N`` is
 diagonally dominant, so ``Mbar_s + diag(delta) >= 0`` (confirmed by Cholesky, like lambda_min)
 and ``w'Mbar_s w >= -sum_i delta_i``; it charges only the coordinates the negative eigenvectors
@@ -142,27 +143,27 @@ def certify(data, y: np.ndarray, shift_hint: float | None = None,
                   + g * (abs(m00) + 2.0 * (np.abs(m) @ absc) + absc @ absMc))
     Mbar, Ebar = Mbar[np.ix_(keep, keep)], Ebar[np.ix_(keep, keep)]
     R = float(inflate(float(Mbar.shape[0])))
-    evals, evecs = np.linalg.eigh(Mbar)
-    w = evecs[0].copy()
+    if shift_hint is not None and np.isfinite(shift_hint):
+        s_best = float(shift_hint)
+    else:  # the s maximising the trace bound, from one eigendecomposition
+        evals, evecs = np.linalg.eigh(Mbar)
+        w = evecs[0].copy()
 
-    def lb(s):
-        return s + R * min(0.0, _lambda_min_shifted(evals, w, s))
+        def lb(s):
+            return s + R * min(0.0, _lambda_min_shifted(evals, w, s))
 
-    # bracket the maximiser of the concave lb(s) <= s
-    s0 = float(shift_hint) if shift_hint is not None and np.isfinite(shift_hint) else 0.0
-    step = max(1.0, abs(s0), float(np.abs(Mbar).max()))
-    res = minimize_scalar(lambda s: -lb(s), bracket=(s0 - step, s0), tol=1e-12)
-    s_best = float(res.x) if res.success and np.isfinite(res.x) else s0
-    if lb(s0) > lb(s_best):
-        s_best = s0
+        step = max(1.0, float(np.abs(Mbar).max()))
+        res = minimize_scalar(lambda s: -lb(s), bracket=(-step, 0.0), tol=1e-12)
+        s_best = float(res.x) if res.success and np.isfinite(res.x) else 0.0
+        if lb(0.0) > lb(s_best):
+            s_best = 0.0
     Ms = Mbar.copy()
     Ms[0, 0] = Mbar[0, 0] - s_best
-    lam_guess = _lambda_min_shifted(evals, w, s_best)
-    lam = _certify_psd(Ms, lam_guess, float(np.abs(Mbar).max()))
+    ev, Q = np.linalg.eigh(Ms)
+    lam = _certify_psd(Ms, float(ev[0]), float(np.abs(Mbar).max()))
     # a cheaper cover of the negative part: if -N (the negative eigen-part of Mbar_s) is
     # dominated by diag(delta), delta_i = sum_j |N_ij|, then Mbar_s + diag(delta) >= 0 up to
     # what Cholesky confirms, and the cost is sum_i delta_i w_i^2 <= sum_i delta_i
-    ev, Q = np.linalg.eigh(Ms)
     neg = ev < 0
     lam_trace = R * min(0.0, lam)
     delta_cost, lam_d = -np.inf, -np.inf
