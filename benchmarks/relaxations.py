@@ -176,7 +176,8 @@ def main(argv=None):
     ap.add_argument("--retrain", action="store_true", help="train even if cached")
     ap.add_argument("--nets", nargs="+", default=["natural", "pgd"], choices=list(TRAIN))
     ap.add_argument("--eps", nargs="+", type=float, default=[0.1, 0.05, 0.02])
-    ap.add_argument("--images", type=int, default=100, help="evaluation images from 8000")
+    ap.add_argument("--images", type=int, default=100, help="number of evaluation images")
+    ap.add_argument("--start", type=int, default=8000, help="first evaluation image")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--sdp-time", type=float, default=240.0,
                     help="seconds of low-rank SDP per image (all its rows together)")
@@ -189,7 +190,7 @@ def main(argv=None):
     if args.train:
         return 0
     results = {}
-    images = range(8000, 8000 + args.images)
+    images = range(args.start, args.start + args.images)
     for name, net in nets.items():
         for eps in args.eps:
             results[f"{name}@{eps}"] = evaluate(net, X, y, eps, args.methods, images,
