@@ -15,8 +15,8 @@ its notation is our ``s``, absorbed into the (0, 0) entry), with ``R`` the a-pri
 trace of the (scaled) lifted matrix ``w w'``; the centring makes a negative eigenvalue cost only
 ``h_i^2`` per coordinate instead of ``max(lo_i^2, hi_i^2)``. ``s`` is chosen by a 1-D search
 (``lambda_min(Mbar_s)`` is concave in s: the rank-one secular equation on one
-eigendecomposition gives it cheaply for every s), unless the caller gives one (the low-rank
-solver's least-squares shift). A second, often much cheaper, cover of the
+eigendecomposition gives it cheaply for every s); above ``SEARCH_MAX`` coordinates a shift
+given by the caller (the low-rank solver's least-squares one) is used as it is. A second, often much cheaper, cover of the
 negative part ``N`` of ``Mbar_s``: with ``delta_i = sum_j |N_ij|``, ``diag(delta) + N`` is
 diagonally dominant, so ``Mbar_s + diag(delta) >= 0`` (confirmed by Cholesky, like lambda_min)
 and ``w'Mbar_s w >= -sum_i delta_i``; it charges only the coordinates the negative eigenvectors
@@ -44,6 +44,9 @@ from scipy.optimize import minimize_scalar
 from .lp_program import U, gamma, inflate
 
 log = logging.getLogger(__name__)
+
+#: above this size a shift given by the caller is used as it is (one eigendecomposition less)
+SEARCH_MAX = 400
 
 
 @dataclass
@@ -143,20 +146,22 @@ def certify(data, y: np.ndarray, shift_hint: float | None = None,
                   + g * (abs(m00) + 2.0 * (np.abs(m) @ absc) + absc @ absMc))
     Mbar, Ebar = Mbar[np.ix_(keep, keep)], Ebar[np.ix_(keep, keep)]
     R = float(inflate(float(Mbar.shape[0])))
-    if shift_hint is not None and np.isfinite(shift_hint):
-        s_best = float(shift_hint)
-    else:  # the s maximising the trace bound, from one eigendecomposition
+    hint = float(shift_hint) if shift_hint is not None and np.isfinite(shift_hint) else None
+    s_best = hint
+    if hint is None or Mbar.shape[0] <= SEARCH_MAX:
+        # the s maximising the trace bound, from one eigendecomposition (the caller's hint
+        # is kept where it does better)
         evals, evecs = np.linalg.eigh(Mbar)
         w = evecs[0].copy()
 
         def lb(s):
             return s + R * min(0.0, _lambda_min_shifted(evals, w, s))
 
-        step = max(1.0, float(np.abs(Mbar).max()))
-        res = minimize_scalar(lambda s: -lb(s), bracket=(-step, 0.0), tol=1e-12)
-        s_best = float(res.x) if res.success and np.isfinite(res.x) else 0.0
-        if lb(0.0) > lb(s_best):
-            s_best = 0.0
+        start = 0.0 if hint is None else hint
+        step = max(1.0, abs(start), float(np.abs(Mbar).max()))
+        res = minimize_scalar(lambda s: -lb(s), bracket=(start - step, start), tol=1e-12)
+        cands = [start] + ([float(res.x)] if res.success and np.isfinite(res.x) else [])
+        s_best = max(cands, key=lb)
     Ms = Mbar.copy()
     Ms[0, 0] = Mbar[0, 0] - s_best
     ev, Q = np.linalg.eigh(Ms)
