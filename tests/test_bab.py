@@ -1,0 +1,233 @@
+"""Branch and bound: the chain form is the network, every bound it prunes with holds at sampled
+points, its answers agree with exact MILP on tiny networks, and a deadline gives ``timeout``."""
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from specs import Case, Conjunction, InputSet, Spec
+from verifier.bounds.milp import milp_bounds
+from verifier.network import Network, Node
+from verifier.network import ops as O
+from verifier.search.bab import BabOptions, branch_and_bound
+from verifier.search.bab_chain import as_relu_chain
+from verifier.search.bab_crown import ChainBounder, optimise
+from verifier.search.bab_forward import ForwardState
+from verifier.search.replay import Replay
+
+
+def mlp(seed, n0, widths, out, relu_out=False, scale=1.0):
+    """A random fully connected ReLU network n0 -> widths -> out (plus a Reshape in front)."""
+    rng = np.random.default_rng(seed)
+    nodes = [Node("flat", O.Reshape((n0,)), ("x",), (n0,))]
+    prev, n = "flat", n0
+    for i, w in enumerate(list(widths) + [out]):
+        W = rng.normal(size=(w, n)) * scale / np.sqrt(n)
+        nodes.append(Node(f"l{i}", O.Linear(W, rng.normal(size=w) * 0.3), (prev,), (w,)))
+        prev, n = f"l{i}", w
+        if i < len(widths) or relu_out:
+            nodes.append(Node(f"r{i}", O.Relu(), (prev,), (w,)))
+            prev = f"r{i}"
+    return Network("x", (n0,), tuple(nodes), prev)
+
+
+def spec_of(lo, hi, conjs, m):
+    return Spec((Case(InputSet(lo, hi), tuple(Conjunction(C, d) for C, d in conjs)),), len(lo), m)
+
+
+# -- the chain form ---------------------------------------------------------------------------
+def test_the_chain_computes_the_network():
+    net = mlp(0, 4, [6, 5], 3, relu_out=True)
+    chain = as_relu_chain(net)
+    x = np.random.default_rng(1).normal(size=(50, 4))
+    assert np.array_equal(chain.forward(x), net(x))
+    assert chain.relu == (True, True, True, False)  # an exact identity layer after the last ReLU
+
+
+def test_scale_and_select_become_exact_dense_layers():
+    rng = np.random.default_rng(2)
+    nodes = (Node("s", O.Scale(rng.normal(size=3), rng.normal(size=3)), ("x",), (3,)),
+             Node("p", O.Select(np.array([2, -1, 0]), fill=0.5), ("s",), (3,)),
+             Node("l", O.Linear(rng.normal(size=(2, 3)), rng.normal(size=2)), ("p",), (2,)),
+             Node("r", O.Relu(), ("l",), (2,)),
+             Node("o", O.Linear(rng.normal(size=(1, 2)), np.zeros(1)), ("r",), (1,)))
+    net = Network("x", (3,), nodes, "o")
+    chain = as_relu_chain(net)
+    x = rng.normal(size=(20, 3))
+    np.testing.assert_allclose(chain.forward(x), net(x), rtol=1e-14, atol=1e-14)
+
+
+def test_a_branching_graph_is_not_a_chain():
+    rng = np.random.default_rng(3)
+    nodes = (Node("a", O.Linear(rng.normal(size=(2, 2)), np.zeros(2)), ("x",), (2,)),
+             Node("r", O.Relu(), ("a",), (2,)),
+             Node("s", O.Sum((1.0, 1.0)), ("r", "x"), (2,)))
+    assert as_relu_chain(Network("x", (2,), nodes, "s")) is None
+
+
+# -- soundness of the bounds that prune -------------------------------------------------------
+def _sample_domain(chain, xl, xu, split, rng, n=4000):
+    """Points of the box and their pre-activations, kept where the splits hold."""
+    X = xl + (xu - xl) * rng.random((n, xl.size))
+    X = np.concatenate([X, np.where(rng.random((64, xl.size)) < 0.5, xl, xu)])  # corners
+    Z = chain.pre_activations(X)
+    ok = np.ones(X.shape[0], dtype=bool)
+    for i, s in split.items():
+        ok &= np.all(np.where(s > 0, Z[i] >= 0, True) & np.where(s < 0, Z[i] <= 0, True), axis=1)
+    return X[ok], [z[ok] for z in Z]
+
+
+@settings(max_examples=40)
+@given(seed=st.integers(0, 10 ** 6), forward=st.booleans(), optimised=st.booleans())
+def test_no_sampled_point_lies_outside_the_bounds_of_a_split_domain(seed, forward, optimised):
+    rng = np.random.default_rng(seed)
+    n0 = int(rng.integers(1, 5))
+    widths = [int(w) for w in rng.integers(1, 7, size=rng.integers(1, 4))]
+    net = mlp(seed, n0, widths, int(rng.integers(1, 4)), scale=2.0)
+    chain = as_relu_chain(net)
+    cb = ChainBounder(chain)
+    B = 3
+    c = rng.normal(size=(B, n0))
+    r = rng.random((B, n0))
+    xl, xu = c - r, c + r
+    split = {i: rng.choice([-1.0, 0.0, 0.0, 1.0], size=(B, chain.widths[i]))
+             for i in cb.relu_layers}
+    lo, hi = cb.ibp(xl, xu, split=split)
+    cb.intermediate(xl, xu, lo, hi, split=split, forward=forward)
+    m = chain.widths[-1]
+    K = 2
+    C, d = rng.normal(size=(K, m)), rng.normal(size=K)
+    res = optimise(cb, C, d, xl, xu, lo, hi, split=split, iterations=5 if optimised else 0)
+    for b in range(B):
+        X, Z = _sample_domain(chain, xl[b], xu[b], {i: s[b] for i, s in split.items()}, rng)
+        if X.shape[0] == 0:
+            continue
+        for i in range(chain.L):
+            assert np.all(Z[i] >= lo[i][b]) and np.all(Z[i] <= hi[i][b])
+        assert np.all(Z[-1] @ C.T - d >= res.lb[b])
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 10 ** 6))
+def test_forward_linear_bounds_contain_sampled_values(seed):
+    rng = np.random.default_rng(seed)
+    n0 = int(rng.integers(1, 6))
+    net = mlp(seed, n0, [int(rng.integers(1, 8)), int(rng.integers(1, 8))], 2, scale=2.0)
+    chain = as_relu_chain(net)
+    cb = ChainBounder(chain)
+    c = rng.normal(size=(2, n0))
+    r = rng.random((2, n0)) * 2
+    xl, xu = c - r, c + r
+    fs = ForwardState(xl, xu)
+    lo, hi = [], []
+    for i in range(chain.L):
+        fl, fu = fs.affine(chain.W[i], np.abs(chain.W[i]), chain.b[i], cb.eps)
+        lo.append(fl)
+        hi.append(fu)
+        fs.relu(fl, fu) if chain.relu[i] else fs.identity()
+    for b in range(2):
+        X, Z = _sample_domain(chain, xl[b], xu[b], {}, rng)
+        for i in range(chain.L):
+            assert np.all(Z[i] >= lo[i][b]) and np.all(Z[i] <= hi[i][b])
+
+
+def test_optimised_bounds_are_at_least_the_starting_ones_and_beta_gradients_are_exact():
+    rng = np.random.default_rng(5)
+    net = mlp(5, 3, [8, 8], 2, scale=2.0)
+    cb = ChainBounder(as_relu_chain(net))
+    xl, xu = -np.ones((2, 3)), np.ones((2, 3))
+    split = {i: np.zeros((2, 8)) for i in cb.relu_layers}
+    split[0][:, :2] = [1.0, -1.0]
+    lo, hi = cb.ibp(xl, xu, split=split)
+    cb.intermediate(xl, xu, lo, hi, split=split)
+    C, d = rng.normal(size=(1, 2)), np.zeros(1)
+    base = optimise(cb, C, d, xl, xu, lo, hi, split=split, iterations=0)
+    better = optimise(cb, C, d, xl, xu, lo, hi, split=split, iterations=15)
+    assert np.all(better.lb >= base.lb)
+    # d lb / d beta from the forward evaluation matches a finite difference
+    top = cb.L - 1
+    alpha, beta = better.alpha, {0: np.full((2, 1, 8), 0.3)}
+    lb0, pas = cb.backward(top, C[None], -d[None], xl, xu, lo, hi, alpha=alpha, beta=beta,
+                           split=split, keep=True)
+    _, gb = cb.gradients(top, pas, xl, xu, alpha, split, want_beta=True)
+    step = np.zeros((2, 1, 8))
+    step[:, :, 0] = 1e-6
+    lb1, _ = cb.backward(top, C[None], -d[None], xl, xu, lo, hi, alpha=alpha,
+                         beta={0: beta[0] + step}, split=split)
+    np.testing.assert_allclose(lb1 - lb0, (gb[0] * step).sum(axis=2), atol=1e-9)
+
+
+# -- answers agree with exact MILP ------------------------------------------------------------
+def _decide(net, spec, split, seconds=30.0):
+    pairs = [(0, j) for j in range(len(spec.cases[0].unsafe))]
+    opts = BabOptions(split=split, input_batch=16, relu_batch=8)
+    return branch_and_bound(net, spec, pairs, deadline=time.monotonic() + seconds,
+                            replay=Replay(spec, net=net), options=opts)
+
+
+@pytest.mark.parametrize("split", ["input", "relu"])
+@pytest.mark.parametrize("seed", range(8))
+def test_answers_agree_with_the_exact_milp_minimum(seed, split):
+    rng = np.random.default_rng(seed)
+    n0 = 3 if split == "input" else 6
+    net = mlp(seed, n0, [8, 8], 3, scale=1.5)
+    lo, hi = -np.ones(n0) * 0.5, np.ones(n0) * 0.5
+    C = rng.normal(size=(1, 3))
+    exact = milp_bounds(net, lo, hi, C, np.zeros(1), options=None)
+    true_min = float(exact.stats["argmin_value"][0, 0])
+    # put the threshold a little below or above the true minimum: unsat or sat
+    gap = 0.05 * (1 + abs(true_min))
+    for d, expected in ((true_min - gap, "unsat"), (true_min + gap, "sat")):
+        spec = spec_of(lo, hi, [(C, np.array([d]))], 3)
+        res = _decide(net, spec, split)
+        assert res.status == expected, (seed, split, d, true_min, res.message)
+        if res.status == "sat":
+            x, y = res.counterexample
+            assert spec.violated_by(x[None], net(x[None]))[0]
+
+
+@pytest.mark.parametrize("split", ["input", "relu"])
+def test_a_conjunction_is_refuted_only_where_some_row_is_positive(split):
+    rng = np.random.default_rng(11)
+    n0 = 2 if split == "input" else 5
+    net = mlp(11, n0, [6, 6], 2, scale=1.5)
+    lo, hi = -np.ones(n0), np.ones(n0)
+    # y0 <= t0 and y1 <= t1 with t just above the joint minimum found by sampling: sat
+    X = lo + (hi - lo) * rng.random((20000, n0))
+    Y = net(X)
+    best = np.argmin(np.max(Y - Y.min(axis=0), axis=1))
+    t = Y[best] + 1e-3
+    spec = spec_of(lo, hi, [(np.eye(2), t)], 2)
+    res = _decide(net, spec, split)
+    assert res.status == "sat"
+    # an unsafe set beyond the exact maxima of both outputs: unsat
+    ex = milp_bounds(net, lo, hi, -np.eye(2), np.zeros(2))
+    spec = spec_of(lo, hi, [(-np.eye(2), ex.lower[0] - 0.1)], 2)  # y_k >= max_k + 0.1
+    assert _decide(net, spec, split).status == "unsat"
+
+
+def test_a_passed_deadline_gives_timeout_never_a_guess():
+    net = mlp(3, 3, [10, 10], 2, scale=3.0)
+    lo, hi = -np.ones(3), np.ones(3)
+    C = np.array([[1.0, -1.0]])
+    ex = milp_bounds(net, lo, hi, C, np.zeros(1))
+    spec = spec_of(lo, hi, [(C, np.array([float(ex.lower[0, 0]) - 1e-4]))], 2)
+    pairs = [(0, 0)]
+    for split in ("input", "relu"):
+        res = branch_and_bound(net, spec, pairs, deadline=time.monotonic() - 1.0,
+                               replay=Replay(spec, net=net),
+                               options=BabOptions(split=split))
+        assert res.status == "timeout", res
+
+
+def test_a_network_that_is_not_a_chain_is_left_unknown():
+    rng = np.random.default_rng(3)
+    nodes = (Node("a", O.Linear(rng.normal(size=(2, 2)), np.zeros(2)), ("x",), (2,)),
+             Node("r", O.Relu(), ("a",), (2,)),
+             Node("s", O.Sum((1.0, 1.0)), ("r", "x"), (2,)))
+    net = Network("x", (2,), nodes, "s")
+    spec = spec_of(-np.ones(2), np.ones(2), [(np.eye(2)[:1], np.array([-100.0]))], 2)
+    res = branch_and_bound(net, spec, [(0, 0)], deadline=time.monotonic() + 5,
+                           replay=Replay(spec, net=net))
+    assert res.status == "unknown"

@@ -1,0 +1,151 @@
+"""Branch and bound: complete the proof (or find the counterexample) on the (case, conjunction)
+pairs the incomplete bounds left open.
+
+Two ways to split a problem into smaller ones whose bounds are tighter:
+
+* **input split** (``bab_input``) for low-dimensional inputs (at most ``input_split_max_dim``
+  values, e.g. ACAS Xu's 5): bisect the box along the dimension of largest score;
+* **ReLU split** (``bab_relu``) otherwise: fix an unstable ReLU active (``z >= 0``) or inactive
+  (``z <= 0``) in each child; the split constraints enter the bounds by clipping the neuron's
+  bounds and through beta-CROWN's Lagrangian terms, optimised with the slopes.
+
+Both bound subproblems in batches with the sound chain bounds of ``bab_crown`` (networks that
+are chains of affine ops and ReLUs, ``bab_chain``); any other network gets ``unknown`` here.
+A pair is refuted in a subproblem when some row of its conjunction has a proven lower bound
+``> 0``; ``unsat`` needs every subproblem of every open pair refuted. ``sat`` is returned only
+with a counterexample that the ``replay`` confirmed. At the deadline the answer is ``timeout``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from ..result import Result
+from .bab_chain import as_relu_chain
+from .bab_crown import ChainBounder
+from .bab_input import InputSplitSearch
+from .bab_relu import ReluSplitSearch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BabOptions:
+    """Tuning knobs of branch and bound, with their defaults."""
+
+    #: "auto" (input split when the input has at most ``input_split_max_dim`` values, else
+    #: ReLU split), "input" or "relu"
+    split: str = "auto"
+    #: largest input size for which "auto" splits the input
+    input_split_max_dim: int = 16
+    #: boxes split per batch in input split (each is bisected along every candidate dimension
+    #: and the children bounded together: the dimension whose children are best is kept)
+    input_batch: int = 128
+    #: candidate dimensions per box (all when the input has no more values)
+    input_lookahead: int = 8
+    #: a dimension is not bisected while it is this many times narrower (relative to the
+    #: case's box) than the widest one
+    input_max_aspect: float = 64.0
+    #: forward linear bounds filter the neurons CROWN bounds when the input has at most this
+    #: many values
+    forward_max_dim: int = 16
+    #: alpha iterations on the boxes CROWN leaves open (input split; 0: CROWN only)
+    input_alpha_iterations: int = 0
+    #: ReLU-split subproblems bounded per batch (each yields two children)
+    relu_batch: int = 64
+    #: ReLU split: "crown" re-bounds the neurons of the layers after the split (IBP, then
+    #: CROWN for the unstable ones), "none" keeps the parent's bounds (only the split neuron is
+    #: clipped; the split reaches the final bound through beta)
+    relu_intermediate: str = "none"
+    #: alpha iterations at the root of ReLU split (intermediate and final bounds)
+    root_iterations: int = 20
+    #: most of the time left that the root's intermediate alpha-CROWN may take
+    root_share: float = 0.25
+    #: alpha/beta iterations per ReLU-split batch (warm-started from the parents)
+    iterations: int = 10
+    #: Adam step sizes of the slopes (alpha) and split multipliers (beta)
+    lr_alpha: float = 0.1
+    lr_beta: float = 0.05
+    #: ReLU branching: "babsr" (score only) or "fsb" (filtered smart branching: the best of
+    #: ``fsb_candidates`` top-scored neurons by the bound of its two children)
+    branching: str = "fsb"
+    fsb_candidates: int = 4
+    #: ReLU split: PGD starts (the bound minimisers of the weakest subproblems) and steps run
+    #: after every batch
+    tree_attack_starts: int = 8
+    tree_attack_steps: int = 20
+    #: most candidate points replayed per check
+    max_replay: int = 16
+    #: give up (``unknown``) when more subproblems than this are queued (memory)
+    max_domains: int = 2_000_000
+    #: seed of the in-tree attacks
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.split not in ("auto", "input", "relu"):
+            raise ValueError(f"unknown split {self.split!r}")
+        if self.branching not in ("babsr", "fsb"):
+            raise ValueError(f"unknown branching {self.branching!r}")
+
+
+def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", options=None,
+                     progress=None) -> Result:
+    """Decide the open (case index, conjunction index) pairs of ``spec`` on ``net``.
+
+    ``deadline``: a ``time.monotonic()`` value; ``replay`` confirms candidate points;
+    ``method``: "auto" or a forced bound method ("ibp", "crown", "alpha-crown"; alpha and beta
+    are optimised only for "auto" and "alpha-crown"). Returns ``Result`` with status "sat"
+    (replayed counterexample), "unsat" (every pair refuted), "timeout" or "unknown"; ``stats``
+    counts subproblems and bound calls."""
+    t0 = time.monotonic()
+    opt = options if isinstance(options, BabOptions) else BabOptions()
+    stats: dict = {"boxes": 0, "bound_calls": 0}
+    chain = as_relu_chain(net)
+    if chain is None:
+        return Result("unknown", method="bab", stats=stats,
+                      message="branch and bound handles chains of affine ops and ReLUs only")
+    cb = ChainBounder(chain)
+    split = opt.split
+    if split == "auto":
+        split = "input" if chain.n0 <= opt.input_split_max_dim else "relu"
+    stats["split"] = split
+    by_case: dict[int, list[int]] = {}
+    for ci, j in open_pairs:
+        by_case.setdefault(int(ci), []).append(int(j))
+    statuses = []
+    for ci in sorted(by_case):
+        case = spec.cases[ci]
+        conj = sorted(set(by_case[ci]))
+        if progress is not None:
+            progress("branch and bound", 0.0)
+        if split == "input":
+            # one search for all conjunctions: a box is dropped once each is refuted in it
+            groups = [conj]
+        else:
+            # one search per conjunction (its rows only), sharing the root's bounds
+            groups = [[j] for j in conj]
+        for group in groups:
+            if split == "input":
+                search = InputSplitSearch(cb, net, case, ci, group, replay, opt, deadline,
+                                          stats, method)
+            else:
+                search = ReluSplitSearch(cb, net, case, ci, group, replay, opt, deadline,
+                                         stats, method)
+            status = search.run()
+            log.info("branch and bound (%s split) case %d %s: %s", split, ci, group, status)
+            if status == "sat":
+                ce = search.ce
+                return Result("sat", counterexample=(ce.x, ce.y), method="bab",
+                              seconds=time.monotonic() - t0, stats=stats,
+                              message=f"{split} split found a counterexample")
+            statuses.append(status)
+            if status == "timeout":
+                break
+    seconds = time.monotonic() - t0
+    if all(s == "unsat" for s in statuses):
+        return Result("unsat", method="bab", seconds=seconds, stats=stats,
+                      message=f"{split} split refuted every open pair")
+    status = "timeout" if "timeout" in statuses or time.monotonic() >= deadline else "unknown"
+    return Result(status, method="bab", seconds=seconds, stats=stats,
+                  message=f"{split} split: {', '.join(statuses)}")

@@ -1,0 +1,471 @@
+"""Sound batched bounds of a ``ReluChain`` over boxes with ReLU split constraints: IBP, CROWN
+intermediate bounds, and the final bound of spec rows with optimised slopes (alpha) and split
+multipliers (beta), as in beta-CROWN (Wang et al., NeurIPS 2021).
+
+Notation (0-based layers): ``z_i = W_i v_{i-1} + b_i``, ``v_{-1} = x``, ``v_i = relu(z_i)`` where
+``chain.relu[i]``. A *domain* is a box ``xl <= x <= xu`` with split constraints
+``split_i[j] = +1`` (``z_ij >= 0``), ``-1`` (``z_ij <= 0``) or 0, and pre-activation bounds
+``lo_i <= z_i <= hi_i`` valid on it (a split is applied by clipping: ``lo = max(lo, 0)`` for
++1, ``hi = min(hi, 0)`` for -1; a domain with ``lo > hi`` somewhere is empty).
+
+Backward pass (CROWN, Zhang et al. 2018) for the lower bound of ``A z_top + c`` over a domain:
+the coefficient ``Lam`` on ``z_i`` becomes ``Lam W_i`` on ``v_{i-1}`` (constant ``+= Lam b_i``);
+through a ReLU with bounds ``[l, u]`` the coefficient on ``z`` is
+
+    g = max(Lam, 0) * k_lo + min(Lam, 0) * k_up - beta * split,   const += min(Lam, 0) . t_up,
+
+with the lines ``v >= k_lo z`` (``k_lo = alpha in [0, 1]`` for unstable neurons, 1 / 0 for
+stable active / inactive) and ``v <= k_up z + t_up`` (``k_up = s >= u / (u - l)`` rounded up,
+``t_up = -s l``, for unstable neurons). Every term ``-beta_j split_j z_j`` is <= 0 on the domain
+for any ``beta >= 0``, so the bound stays valid for every alpha in [0, 1] and beta >= 0. At the
+input the box minimum is ``sum_j min(Lam_j xl_j, Lam_j xu_j)``.
+
+The gradient of the bound in alpha and beta is the forward evaluation of the chosen lines at the
+box minimiser ``x*`` (``z~_i`` below): ``d lb / d alpha_ij = Lam_ij z~_ij`` where ``Lam_ij > 0``
+and ``d lb / d beta_ij = -split_ij z~_ij``; projected Adam ascends it and the best iterate of every
+row is kept.
+
+Floating point: as in ``verifier.bounds.rounding``, every step adds its magnitude to ``mag``:
+``|Lam| . w_i`` for an affine step (``w_i = |W_i| vmax_{i-1} + |b_i|``, ``vmax`` the largest
+magnitude of the value over the domain), ``|g| . zmax + |min(Lam, 0) t_up|`` for a ReLU step and
+``|Lam| . max(|xl|, |xu|) + |const|`` at the input; the bound returned is
+``const + min - MARGIN_FACTOR * gamma_N * mag`` rounded down one ulp, N exceeding the longest dot
+product plus the number of steps. IBP uses the centre/radius rule with the same margins.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bounds.rounding import MARGIN_FACTOR, centre_radius, down, gamma, up
+from .bab_chain import ReluChain
+from .bab_forward import ForwardState
+from .bab_kernels import concretise, concretise_rows, relu_step, relu_step_rows
+
+_EMPTY3 = np.zeros((0, 0, 0))
+_EMPTY2 = np.zeros((0, 0))
+
+#: quotients of two-term sums have relative error below 4u; this factor rounds past it
+_UP = 1.0 + 2.0 ** -50
+
+
+@dataclass
+class Relax:
+    """ReLU relaxation of one layer over a batch: masks and the upper line (B, n)."""
+
+    unstable: np.ndarray
+    active: np.ndarray      # l >= 0
+    k_up: np.ndarray        # upper slope: 1 active, 0 inactive, s unstable
+    t_up: np.ndarray        # upper intercept (0 unless unstable)
+    k_lo_default: np.ndarray  # adaptive lower slope (DeepPoly), 1 active, 0 inactive
+    zmax: np.ndarray        # max(|l|, |u|)
+    unstable_u8: np.ndarray
+
+
+def relax(l: np.ndarray, u: np.ndarray) -> Relax:
+    """The ReLU lines of a layer with pre-activation bounds l <= z <= u (B, n)."""
+    active = l >= 0.0
+    inactive = u <= 0.0
+    unstable = ~(active | inactive)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(unstable, (u / (u - l)) * _UP, 0.0)
+    k_up = np.where(active, 1.0, s)
+    t_up = np.where(unstable, -s * l, 0.0)
+    k_lo = np.where(active, 1.0, np.where(unstable & (u >= -l), 1.0, 0.0))
+    return Relax(unstable, active, k_up, t_up, k_lo, np.maximum(np.abs(l), np.abs(u)),
+                 unstable.astype(np.uint8))
+
+
+def _rowdot(M: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``out[b, k] = sum_j M[b, k, j] v[b, j]``; M (Bm, K, n), v (Bv, n) -> (max(Bm, Bv), K)."""
+    return np.matmul(M, v[:, :, None])[..., 0]
+
+
+@dataclass
+class Pass:
+    """What a backward pass leaves for gradients and branching: ``lams[i]`` the coefficient on
+    ``v_i`` (before the ReLU step) for every layer below the top (None where no ReLU), ``lam0``
+    the coefficient on x (B, K, n0), and the relaxations used."""
+
+    lams: dict
+    lam0: np.ndarray
+    relaxes: dict
+
+
+class ChainBounder:
+    """Bounds of one ``ReluChain``; caches transposes and magnitudes of its weights."""
+
+    def __init__(self, chain: ReluChain):
+        self.chain = chain
+        self.L = chain.L
+        self.W = chain.W
+        self.b = chain.b
+        self.WT = [np.ascontiguousarray(W.T) for W in chain.W]
+        self.absWT = [np.abs(WT) for WT in self.WT]
+        self.absb = [np.abs(b) for b in chain.b]
+        widest = max((chain.n0,) + chain.widths)
+        self.gamma = gamma(widest + 2 * self.L + 8)
+        self.eps = MARGIN_FACTOR * self.gamma
+        self.relu_layers = [i for i in range(self.L) if chain.relu[i]]
+
+    # -- interval bounds ----------------------------------------------------------------------
+    def ibp(self, xl, xu, split=None, lo_ref=None, hi_ref=None):
+        """Pre-activation bounds ``lo[i], hi[i]`` (B, n_i) of every layer by IBP (centre/radius
+        with rounding margins), intersected with ``lo_ref``/``hi_ref`` where given and clipped by
+        the splits. Returns (lo, hi) lists."""
+        lo, hi = [], []
+        vl, vu = xl, xu
+        for i in range(self.L):
+            li, ui = self.ibp_layer(i, vl, vu)
+            if lo_ref is not None and lo_ref[i] is not None:
+                li = np.maximum(li, lo_ref[i])
+                ui = np.minimum(ui, hi_ref[i])
+            if split is not None and split.get(i) is not None:
+                li, ui = apply_split(li, ui, split[i])
+            lo.append(li)
+            hi.append(ui)
+            vl, vu = self.post(i, li, ui)
+        return lo, hi
+
+    def ibp_layer(self, i, vl, vu):
+        """IBP bounds of ``z_i`` from bounds ``vl <= v_{i-1} <= vu`` (B, n_{i-1}): centre
+        ``c = W mu + b``, radius ``|W| r`` plus ``eps (|W| (|mu| + r) + |b|)``, rounded out."""
+        mu, r = centre_radius(vl, vu)
+        c = mu @ self.WT[i] + self.b[i]
+        rho = r @ self.absWT[i]
+        s = (np.abs(mu) + r) @ self.absWT[i] + self.absb[i]
+        R = rho + self.eps * s
+        return down(c - R), up(c + R)
+
+    def post(self, i, li, ui):
+        """Bounds of ``v_i`` from those of ``z_i``."""
+        if self.chain.relu[i]:
+            return np.maximum(li, 0.0), np.maximum(ui, 0.0)
+        return li, ui
+
+    def interval_rows(self, C, d, lo, hi):
+        """Sound lower bounds (B, K) of ``C z - d`` over the box ``lo <= z <= hi`` (B, n):
+        ``C+ lo + C- hi - d`` with the rounding margin of an n-term dot product."""
+        val = lo @ np.maximum(C, 0.0).T + hi @ np.minimum(C, 0.0).T - d
+        mag = np.maximum(np.abs(lo), np.abs(hi)) @ np.abs(C).T + np.abs(d)
+        return down(val - self.eps * mag)
+
+    # -- magnitudes ---------------------------------------------------------------------------
+    def _vmax(self, i, xl, xu, lo, hi):
+        """Largest magnitude of ``v_{i-1}`` (the input of layer i) over the domain."""
+        if i == 0:
+            return np.maximum(np.abs(xl), np.abs(xu))
+        if self.chain.relu[i - 1]:
+            return np.maximum(hi[i - 1], 0.0)
+        return np.maximum(np.abs(lo[i - 1]), np.abs(hi[i - 1]))
+
+    def magnitudes(self, top, xl, xu, lo, hi):
+        """``w_i = |W_i| vmax_{i-1} + |b_i|`` (B, n_i) for i <= top."""
+        return [self._vmax(i, xl, xu, lo, hi) @ self.absWT[i] + self.absb[i]
+                for i in range(top + 1)]
+
+    # -- the backward pass --------------------------------------------------------------------
+    def backward(self, top, A, const, xl, xu, lo, hi, w=None, alpha=None, beta=None,
+                 split=None, relaxes=None, keep=False):
+        """Sound lower bound (B, K) of ``A z_top + const`` over each domain.
+
+        A: (Ba, K, n_top) with Ba in (1, B); const: (Bc, K). ``alpha[i]``: lower slopes (B, K,
+        n_i) or None (adaptive); ``beta[i]`` (B, K, n_i) >= 0 with ``split[i]`` (B, n_i) in
+        {-1, 0, 1} (beta is only read where split != 0). ``w``: ``magnitudes`` (computed when
+        None); ``relaxes``: cached ``relax`` per layer (filled in). Returns (lb, Pass or None)."""
+        B = xl.shape[0]
+        if w is None:
+            w = self.magnitudes(top, xl, xu, lo, hi)
+        Ba, K, n = A.shape
+        c = np.broadcast_to(const + A @ self.b[top], (B, K)).copy()
+        mag = np.broadcast_to(_rowdot(np.abs(A), w[top]), (B, K)).copy()
+        lam = (A.reshape(Ba * K, n) @ self.W[top]).reshape(Ba, K, -1)
+        return self.descend(top - 1, lam, c, mag, xl, xu, lo, hi, w, alpha, beta, split,
+                            relaxes, keep)
+
+    def descend(self, j, lam, c, mag, xl, xu, lo, hi, w, alpha=None, beta=None, split=None,
+                relaxes=None, keep=False):
+        """Continue a backward pass from the coefficient ``lam`` (Ba, K, n_j) on ``v_j`` with
+        constant ``c`` and magnitude ``mag`` (B, K) (both updated in place) down to the input.
+        Returns (lb, Pass or None) as ``backward``."""
+        if relaxes is None:
+            relaxes = {}
+        lams = {}
+        for i in range(j, -1, -1):
+            if self.chain.relu[i]:
+                rx = relaxes.get(i)
+                if rx is None:
+                    rx = relaxes[i] = relax(lo[i], hi[i])
+                if keep:
+                    lams[i] = lam
+                a_i = alpha.get(i) if alpha is not None else None
+                b_i = beta.get(i) if beta is not None else None
+                g, cc, mm = relu_step(np.ascontiguousarray(lam), rx.k_lo_default, rx.k_up,
+                                      rx.t_up, rx.zmax + w[i], self.b[i], rx.unstable_u8,
+                                      _EMPTY3 if a_i is None else np.ascontiguousarray(a_i),
+                                      _EMPTY3 if b_i is None else np.ascontiguousarray(b_i),
+                                      _EMPTY2 if b_i is None else split[i])
+                c += cc
+                mag += mm
+            else:
+                g = lam
+                c += g @ self.b[i]
+                mag += _rowdot(np.abs(g), w[i])
+            Bg, K, n = g.shape
+            lam = (g.reshape(Bg * K, n) @ self.W[i]).reshape(Bg, K, -1)
+        val, m0 = concretise(np.ascontiguousarray(lam), xl, xu)
+        lb = down((c + val) - self.eps * (mag + m0 + np.abs(c)))
+        lb = np.where(np.isnan(lb), -np.inf, lb)
+        if not keep:
+            return lb, None
+        lam0 = lam if lam.shape[0] == xl.shape[0] else np.repeat(lam, xl.shape[0], axis=0)
+        return lb, Pass(lams, lam0, relaxes)
+
+    def gradients(self, top, pas: Pass, xl, xu, alpha=None, split=None, want_beta=False,
+                  want_top=False):
+        """Gradients of the bound of the pass ``pas`` (made with ``alpha``) in alpha and beta:
+        dicts {i: (B, K, n_i)}. Forward evaluation of the chosen lines at the box minimiser x*
+        of every row: ``z~_i = W_i v~_{i-1} + b_i``, ``v~_i`` the line chosen for row's sign.
+        ``want_top``: also return ``z~_top`` (B, K, n_top), the gradient of the bound in the
+        row's coefficients A."""
+        lam0 = pas.lam0
+        v = np.where(lam0 > 0.0, xl[:, None, :], xu[:, None, :])
+        ga, gb = {}, {}
+        for i in range(top):
+            B, K, n = v.shape
+            z = (v.reshape(B * K, n) @ self.WT[i]).reshape(B, K, -1) + self.b[i]
+            if not self.chain.relu[i]:
+                v = z
+                continue
+            lam = pas.lams[i]
+            rx = pas.relaxes[i]
+            ga[i] = np.where(rx.unstable[:, None, :] & (lam > 0.0), lam * z, 0.0)
+            if want_beta and split is not None and split.get(i) is not None:
+                gb[i] = -split[i][:, None, :] * z
+            v = np.where(lam >= 0.0, z * _lower_slope(rx, alpha, i),
+                         z * rx.k_up[:, None, :] + rx.t_up[:, None, :])
+        if want_top:
+            B, K, n = v.shape
+            ztop = (v.reshape(B * K, n) @ self.WT[top]).reshape(B, K, -1) + self.b[top]
+            return ga, gb, ztop
+        return ga, gb
+
+    def descend_rows(self, j, lam, box, c, mag, xl, xu, lo, hi, w, relaxes):
+        """``descend`` for a flat list of rows (T, n_j), row r belonging to box ``box[r]``,
+        with the default (adaptive) slopes. Returns the sound lower bounds (T,)."""
+        for i in range(j, -1, -1):
+            if self.chain.relu[i]:
+                rx = relaxes.get(i)
+                if rx is None:
+                    rx = relaxes[i] = relax(lo[i], hi[i])
+                g, cc, mm = relu_step_rows(lam, box, rx.k_lo_default, rx.k_up, rx.t_up,
+                                           rx.zmax + w[i], self.b[i])
+                c = c + cc
+                mag = mag + mm
+            else:
+                g = lam
+                c = c + g @ self.b[i]
+                mag = mag + np.einsum("tn,tn->t", np.abs(g), w[i][box])
+            lam = g @ self.W[i]
+        val, m0 = concretise_rows(lam, box, xl, xu)
+        lb = down((c + val) - self.eps * (mag + m0 + np.abs(c)))
+        return np.where(np.isnan(lb), -np.inf, lb)
+
+    # -- intermediate bounds ------------------------------------------------------------------
+    def optimise_intermediate(self, xl, xu, lo, hi, split=None, iterations=20, lr=0.1,
+                              deadline=None, clock=None):
+        """alpha-CROWN for the intermediate bounds: for every ReLU layer j >= 1 in order, the
+        bounds of its unstable neurons (rows ``+-e_q``, slopes per row) are optimised by
+        ``optimise`` and intersected in. For one or a few domains (the root). Returns (lo, hi)."""
+        for j in self.relu_layers:
+            if j < 1:
+                continue
+            if deadline is not None and clock() >= deadline:
+                break
+            unst = ((lo[j] < 0.0) & (hi[j] > 0.0)).any(axis=0)
+            idx = np.flatnonzero(unst)
+            if idx.size == 0:
+                continue
+            m = idx.size
+            E = np.zeros((2 * m, lo[j].shape[1]))
+            E[np.arange(m), idx] = 1.0
+            E[m + np.arange(m), idx] = -1.0
+            res = optimise(self, E, np.zeros(2 * m), xl, xu, lo, hi, split=split,
+                           iterations=iterations, lr_alpha=lr, use_beta=False,
+                           deadline=deadline, clock=clock, top=j)
+            lo[j][:, idx] = np.maximum(lo[j][:, idx], res.lb[:, :m])
+            hi[j][:, idx] = np.minimum(hi[j][:, idx], -res.lb[:, m:])
+            if split is not None and split.get(j) is not None:
+                lo[j], hi[j] = apply_split(lo[j], hi[j], split[j])
+            # the next layer's cheap bounds from the tightened ones
+            nl, nu = self.ibp_layer(j + 1, *self.post(j, lo[j], hi[j]))
+            lo[j + 1] = np.maximum(lo[j + 1], nl)
+            hi[j + 1] = np.minimum(hi[j + 1], nu)
+        return lo, hi
+
+    def intermediate(self, xl, xu, lo, hi, split=None, start=1, forward=False, crown=True):
+        """Tighten ``lo[j], hi[j]`` in place by CROWN for every ReLU layer j >= max(start, 1),
+        in order. Each layer is first re-bounded cheaply from the (tightened) layer below (IBP,
+        and with ``forward`` the forward linear bounds of ``bab_forward``); CROWN then bounds
+        only the neurons still unstable, each domain its own (rows flattened over the batch);
+        ``crown=False`` stops at the cheap bounds. Splits are re-applied. Returns (lo, hi)."""
+        relaxes: dict = {}
+        w = [None] * self.L
+        w[0] = self._vmax(0, xl, xu, lo, hi) @ self.absWT[0] + self.absb[0]
+        fs = ForwardState(xl, xu) if forward else None
+        for i in range(self.L - 1):
+            redo = self.chain.relu[i] and i >= max(start, 1)
+            if fs is not None:
+                fl, fu = fs.affine(self.W[i], self.absWT[i].T, self.b[i], self.eps)
+                lo[i] = np.maximum(lo[i], fl)
+                hi[i] = np.minimum(hi[i], fu)
+            if redo:
+                # IBP again from the (tightened) layer below: cheap, and fewer rows for CROWN
+                li, ui = self.ibp_layer(i, *self.post(i - 1, lo[i - 1], hi[i - 1]))
+                lo[i] = np.maximum(lo[i], li)
+                hi[i] = np.minimum(hi[i], ui)
+            if split is not None and split.get(i) is not None:
+                lo[i], hi[i] = apply_split(lo[i], hi[i], split[i])
+            if redo and crown:
+                self._crown_rows(i, xl, xu, lo, hi, w, relaxes)
+                if split is not None and split.get(i) is not None:
+                    lo[i], hi[i] = apply_split(lo[i], hi[i], split[i])
+            if self.chain.relu[i]:
+                relaxes[i] = relax(lo[i], hi[i])
+            if fs is not None:
+                fs.relu(lo[i], hi[i]) if self.chain.relu[i] else fs.identity()
+            w[i + 1] = self._vmax(i + 1, xl, xu, lo, hi) @ self.absWT[i + 1] + self.absb[i + 1]
+        return lo, hi
+
+    def _crown_rows(self, i, xl, xu, lo, hi, w, relaxes):
+        """CROWN bounds of the unstable neurons of layer i in each domain, intersected in."""
+        box, nrn = np.nonzero((lo[i] < 0.0) & (hi[i] > 0.0))
+        if box.size == 0:
+            return
+        T = box.size
+        Wsel = self.W[i][nrn]
+        lam = np.concatenate([Wsel, -Wsel])
+        bsel = self.b[i][nrn]
+        c = np.concatenate([bsel, -bsel])
+        wsel = w[i][box, nrn]
+        mag = np.concatenate([wsel, wsel])
+        lb = self.descend_rows(i - 1, lam, np.concatenate([box, box]), c, mag, xl, xu, lo, hi,
+                               w, relaxes)
+        lo[i][box, nrn] = np.maximum(lo[i][box, nrn], lb[:T])
+        hi[i][box, nrn] = np.minimum(hi[i][box, nrn], -lb[T:])
+
+
+def _lower_slope(rx: Relax, alpha, i):
+    """Lower slopes at layer i, (B, 1 or K, n): alpha on unstable neurons where given, else the
+    adaptive choice."""
+    k_lo = rx.k_lo_default[:, None, :]
+    if alpha is not None and alpha.get(i) is not None:
+        k_lo = np.where(rx.unstable[:, None, :], alpha[i], k_lo)
+    return k_lo
+
+
+def apply_split(lo: np.ndarray, hi: np.ndarray, s: np.ndarray):
+    """Clip bounds by split constraints: +1 -> lo >= 0, -1 -> hi <= 0."""
+    return np.where(s > 0, np.maximum(lo, 0.0), lo), np.where(s < 0, np.minimum(hi, 0.0), hi)
+
+
+def empty_domains(lo, hi) -> np.ndarray:
+    """(B,) True where some bound has lo > hi: the domain holds no point."""
+    bad = np.zeros(lo[0].shape[0], dtype=bool)
+    for li, ui in zip(lo, hi):
+        if li is not None:
+            bad |= (li > ui).any(axis=1)
+    return bad
+
+
+@dataclass
+class Optimised:
+    """Result of ``optimise``: the best bound of every row (B, K), the alpha and beta of its best
+    iterate, and the backward pass at those (for branching scores and the minimiser x*)."""
+
+    lb: np.ndarray
+    alpha: dict
+    beta: dict
+    pas: Pass
+
+
+def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, beta=None,
+             iterations=20, lr_alpha=0.1, lr_beta=0.05, use_beta=True, deadline=None,
+             clock=None, top=None) -> Optimised:
+    """Projected Adam ascent of the final bound of ``C z_L - d`` (C: (K, n_L) or (B, K, n_L),
+    d: (K,) or (B, K)) in the lower slopes ``alpha_i`` (B, K, n_i) in [0, 1] of unstable neurons
+    and the split multipliers ``beta_i`` (B, K, n_i) >= 0 of split neurons, warm-started from the
+    given ``alpha``/``beta`` (None: adaptive slopes, beta 0). Every iterate is a valid bound;
+    the best per row is kept. Stops early at ``deadline`` (``clock()`` values). ``top``: bound
+    ``C z_top - d`` of an inner layer instead (default the output layer)."""
+    top = cb.L - 1 if top is None else top
+    layers = [j for j in cb.relu_layers if j < top]
+    B = xl.shape[0]
+    A = C if C.ndim == 3 else C[None]
+    K = A.shape[1]
+    const = -(d if d.ndim == 2 else d[None])
+    relaxes = {j: relax(lo[j], hi[j]) for j in layers}
+    al = {}
+    for j in layers:
+        rx = relaxes[j]
+        a0 = alpha.get(j) if alpha is not None else None
+        if a0 is None:
+            a0 = np.broadcast_to(rx.k_lo_default[:, None, :], (B, K, rx.k_lo_default.shape[1]))
+        al[j] = np.where(rx.unstable[:, None, :], np.clip(a0, 0.0, 1.0), 0.0)
+    be = {}
+    if use_beta and split is not None:
+        for j in layers:
+            s = split.get(j)
+            if s is None or not s.any():
+                continue
+            b0 = beta.get(j) if beta is not None else None
+            if b0 is None:
+                b0 = np.zeros((B, K, s.shape[1]))
+            be[j] = np.where(s[:, None, :] != 0, np.maximum(b0, 0.0), 0.0)
+    w = cb.magnitudes(top, xl, xu, lo, hi)
+    lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes,
+                          keep=iterations > 0)
+    best = lb.copy()
+    best_al = {j: a.copy() for j, a in al.items()}
+    best_be = {j: b.copy() for j, b in be.items()}
+    state = {}
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    for t in range(1, iterations + 1):
+        if deadline is not None and clock() >= deadline:
+            break
+        ga, gb = cb.gradients(top, pas, xl, xu, al, split, want_beta=bool(be))
+        for key, params, grads, lr, lo_clip, hi_clip in (
+                ("a", al, ga, lr_alpha, 0.0, 1.0), ("b", be, gb, lr_beta, 0.0, np.inf)):
+            for j in list(params):
+                g = grads.get(j)
+                if g is None:
+                    continue
+                m, v = state.get((key, j), (0.0, 0.0))
+                m = b1 * m + (1 - b1) * g
+                v = b2 * v + (1 - b2) * g * g
+                state[(key, j)] = (m, v)
+                step = lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+                params[j] = np.clip(params[j] + step, lo_clip, hi_clip)
+        for j in al:
+            al[j] = np.where(relaxes[j].unstable[:, None, :], al[j], 0.0)
+        for j in be:
+            be[j] = np.where(split[j][:, None, :] != 0, be[j], 0.0)
+        lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes,
+                              keep=True)
+        better = lb > best
+        if better.any():
+            best = np.where(better, lb, best)
+            for j in al:
+                best_al[j] = np.where(better[:, :, None], al[j], best_al[j])
+            for j in be:
+                best_be[j] = np.where(better[:, :, None], be[j], best_be[j])
+    if iterations > 0:
+        lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, best_al, best_be or None, split,
+                              relaxes, keep=True)
+        best = np.maximum(best, lb)
+    else:
+        pas = pas if pas is not None else cb.backward(
+            top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes, keep=True)[1]
+    return Optimised(best, best_al, best_be, pas)
+

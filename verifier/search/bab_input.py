@@ -1,0 +1,246 @@
+"""Input-split branch and bound for low-dimensional inputs (ACAS Xu's 5).
+
+The case's box is kept as a stack of sub-boxes, each with the set of unsafe conjunctions still
+open in it. A batch of sub-boxes is bounded at once (IBP, CROWN intermediate bounds, CROWN final
+bound of every open row; optionally a few alpha steps for boxes CROWN leaves open); a
+conjunction is refuted in a box when one of its rows has a proven lower bound > 0, and a box
+with every conjunction refuted is dropped. Each remaining box gets its centre and its bound's
+minimiser x* checked (a float64 forward pass; points whose margin is <= 0 are replayed), then is
+bisected along the dimension of largest score ``sum over open rows of |Lam0_j| (xu_j - xl_j)``
+(``Lam0`` the CROWN coefficient of x: the change of the linear bound across the box).
+
+The boxes partition the case's box (children share their cut plane, so the union is exact), so
+"every box refuted" proves the pair; the answer is ``sat`` only with a replayed point.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from .bab_crown import ChainBounder, optimise
+from .branching import input_scores
+
+log = logging.getLogger(__name__)
+
+
+class InputSplitSearch:
+    """Input-split search over one case. ``run()`` returns "unsat", "sat" (``self.ce`` set),
+    "timeout" or "unknown" (a box could not be split further)."""
+
+    def __init__(self, cb: ChainBounder, net, case, case_index: int, conj: list[int], replay,
+                 options, deadline: float, stats: dict, method: str = "auto"):
+        self.cb, self.net, self.case, self.ci = cb, net, case, case_index
+        self.replay, self.opt, self.deadline, self.stats = replay, options, deadline, stats
+        self.method = method
+        Cs = [case.unsafe[j].C for j in conj]
+        ds = [case.unsafe[j].d for j in conj]
+        self.C = np.concatenate(Cs, axis=0)
+        self.d = np.concatenate(ds, axis=0)
+        self.J = len(conj)
+        # row -> position of its conjunction among the open ones
+        self.row_conj = np.concatenate([np.full(c.shape[0], k) for k, c in enumerate(Cs)])
+        self.empty_conj = np.array([c.shape[0] == 0 for c in Cs])
+        self.ce = None
+        self.full = None
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _refuted(self, lb: np.ndarray) -> np.ndarray:
+        """(B, J): conjunction refuted in the box (some row with lb > 0)."""
+        B = lb.shape[0]
+        out = np.zeros((B, self.J), dtype=bool)
+        for k in range(self.J):
+            rows = self.row_conj == k
+            if rows.any():
+                out[:, k] = (lb[:, rows] > 0.0).any(axis=1)
+        return out
+
+    def _margins(self, Y: np.ndarray) -> np.ndarray:
+        """(P, J) float64 margins ``max_k (C y - d)_k`` per conjunction."""
+        Z = Y @ self.C.T - self.d
+        out = np.full((Y.shape[0], self.J), -np.inf)
+        for k in range(self.J):
+            rows = self.row_conj == k
+            if rows.any():
+                out[:, k] = Z[:, rows].max(axis=1)
+        return out
+
+    def _check_points(self, X: np.ndarray, open_: np.ndarray) -> bool:
+        """Evaluate candidate points (P, n) (one per box row of ``open_``); replay those whose
+        margin on an open conjunction is <= 0. True when a counterexample is confirmed."""
+        Y = self.cb.chain.forward(X)
+        self.stats["points_checked"] = self.stats.get("points_checked", 0) + X.shape[0]
+        m = np.where(open_, self._margins(Y), np.inf).min(axis=1)
+        hit = m <= 0.0
+        if not hit.any():
+            return False
+        cand = X[hit][np.argsort(m[hit])]
+        ce = self.replay(cand[: self.opt.max_replay], case=self.ci)
+        if ce is not None:
+            self.ce = ce
+            return True
+        return False
+
+    def _conj_lb(self, lb: np.ndarray) -> np.ndarray:
+        """(B, J): best row bound of each conjunction (refuted iff > 0)."""
+        out = np.full((lb.shape[0], self.J), -np.inf)
+        for k in range(self.J):
+            rows = self.row_conj == k
+            if rows.any():
+                out[:, k] = lb[:, rows].max(axis=1)
+        return out
+
+    def _check_candidates(self, xl, xu, open_, lb, lam0) -> bool:
+        """Box centres and each box's minimiser x* of its weakest open row."""
+        X, O = 0.5 * (xl + xu), open_
+        if lam0 is not None:
+            k = np.argmin(np.where(open_[:, self.row_conj], lb, np.inf), axis=1)
+            lk = lam0[np.arange(lam0.shape[0]), k]
+            X = np.concatenate([X, np.where(lk > 0.0, xl, xu)], axis=0)
+            O = np.concatenate([open_, open_], axis=0)
+        return self._check_points(X, O)
+
+    def _candidate_dims(self, xl, xu, open_, lam0) -> np.ndarray:
+        """(B, D) dimensions whose bisection is tried: all when the input has at most
+        ``input_lookahead`` values, else the top ones by ``branching.input_scores``."""
+        n0 = xl.shape[1]
+        D = min(n0, max(1, self.opt.input_lookahead))
+        if D == n0:
+            return np.broadcast_to(np.arange(n0), (xl.shape[0], n0))
+        scores = input_scores(lam0, open_[:, self.row_conj], (xu - xl) / self.full)
+        return np.argsort(-scores, axis=1, kind="stable")[:, :D]
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> str:
+        lo0, hi0 = self.case.input.lower, self.case.input.upper
+        if self.empty_conj.any():
+            # a conjunction without rows is violated everywhere: any point of the set is one
+            X = 0.5 * (lo0 + hi0)[None, :]
+            return "sat" if self._check_points(X, np.ones((1, self.J), bool)) else "unknown"
+        opt = self.opt
+        min_width = np.maximum(np.abs(lo0), np.abs(hi0)) * 2.0 ** -40 + 1e-300
+        self.full = np.where(hi0 > lo0, hi0 - lo0, 1.0)
+        xl, xu = lo0[None, :].copy(), hi0[None, :].copy()
+        open_ = np.ones((1, self.J), dtype=bool)
+        lb, lam0 = self._bound(xl, xu, open_)
+        self._count(1)
+        open_ &= self._conj_lb(lb) <= 0.0
+        if not open_.any():
+            return "unsat"
+        stack = [(xl, xu, open_, lb, lam0)]
+        n_stack, batches = 1, 0
+        while stack:
+            if time.monotonic() >= self.deadline:
+                return "timeout"
+            xl, xu, open_, lb, lam0 = _pop(stack, opt.input_batch)
+            n_stack -= xl.shape[0]
+            if self._check_candidates(xl, xu, open_, lb, lam0):
+                return "sat"
+            B, n0 = xl.shape
+            dims = self._candidate_dims(xl, xu, open_, lam0)
+            D = dims.shape[1]
+            r = np.arange(B)[:, None]
+            if ((xu - xl)[r, dims] <= min_width[dims]).all(axis=1).any():
+                # cannot split meaningfully any further: the search cannot decide this box
+                log.info("input split: a box reached the resolution limit")
+                return "unknown"
+            mid = 0.5 * (xl[r, dims] + xu[r, dims])                    # (B, D)
+            KL = np.repeat(xl[:, None, None, :], 2, axis=2).repeat(D, axis=1)  # (B, D, 2, n0)
+            KU = np.repeat(xu[:, None, None, :], 2, axis=2).repeat(D, axis=1)
+            bi, di = np.meshgrid(np.arange(B), np.arange(D), indexing="ij")
+            KU[bi, di, 0, dims] = mid
+            KL[bi, di, 1, dims] = mid
+            kopen = np.repeat(open_, 2 * D, axis=0)
+            KL, KU = KL.reshape(-1, n0), KU.reshape(-1, n0)
+            # every candidate bisection is bounded cheaply (no CROWN for inner neurons); the
+            # dimension whose children are best is kept, and its children are bounded fully
+            klb, klam0 = self._bound(KL, KU, kopen, cheap=self.method != "ibp")
+            self._count(klb.shape[0])
+            clb = self._conj_lb(klb)
+            bad = np.where(kopen & (clb <= 0.0), np.minimum(clb, 0.0), 0.0).sum(axis=1)
+            bad = bad.reshape(B, D, 2)
+            # a child lies in its parent: the parent's bound holds for it too
+            klb = np.maximum(klb, np.repeat(lb, 2 * D, axis=0))
+            kopen &= self._conj_lb(klb) <= 0.0
+            # ties (no child improved) go to the relatively widest dimension; a dimension at
+            # the resolution limit is never chosen
+            rel = (xu - xl)[r, dims] / self.full[dims]
+            score = bad.sum(axis=2) + 1e-9 * rel
+            # nor a dimension already far narrower than the widest one (bounds that do not
+            # improve with either would otherwise bisect one dimension forever)
+            score[((xu - xl)[r, dims] <= min_width[dims])
+                  | (rel < rel.max(axis=1, keepdims=True) * opt.input_max_aspect ** -1)] = -np.inf
+            best = np.argmax(score, axis=1)
+            pick = (np.arange(B)[:, None] * D + best[:, None]) * 2 + np.arange(2)[None, :]
+            pick = pick.reshape(-1)
+            pick = pick[kopen[pick].any(axis=1)]
+            if pick.size and self.method != "ibp":
+                flb, flam0 = self._bound(KL[pick], KU[pick], kopen[pick])
+                self._count(pick.size)
+                klb[pick] = np.maximum(klb[pick], flb)
+                klam0[pick] = flam0
+                kopen[pick] &= self._conj_lb(klb[pick]) <= 0.0
+            alive = pick[kopen[pick].any(axis=1)]
+            batches += 1
+            if log.isEnabledFor(logging.DEBUG) and batches % 20 == 0:
+                log.debug("input split: %d boxes bounded, %d queued", self.stats["boxes"],
+                          n_stack)
+            if alive.size == 0:
+                continue
+            stack.append((KL[alive], KU[alive], kopen[alive],
+                          klb[alive], None if klam0 is None else klam0[alive]))
+            n_stack += alive.size
+            self.stats["max_queue"] = max(self.stats.get("max_queue", 0), n_stack)
+            if n_stack > opt.max_domains:
+                log.info("input split: more than %d boxes queued", opt.max_domains)
+                return "unknown"
+        return "unsat"
+
+    def _count(self, n: int) -> None:
+        self.stats["boxes"] = self.stats.get("boxes", 0) + n
+        self.stats["bound_calls"] = self.stats.get("bound_calls", 0) + 1
+
+    def _bound(self, xl, xu, open_, cheap=False):
+        """Lower bounds (B, K) of every row and the coefficients of x (B, K, n0), or None for
+        them with IBP alone (method "ibp"). ``cheap``: intermediate bounds without CROWN."""
+        cb = self.cb
+        lo, hi = cb.ibp(xl, xu)
+        if self.method == "ibp":
+            return cb.interval_rows(self.C, self.d, lo[-1], hi[-1]), None
+        cb.intermediate(xl, xu, lo, hi, forward=xl.shape[1] <= self.opt.forward_max_dim,
+                        crown=not cheap)
+        res = optimise(cb, self.C, self.d, xl, xu, lo, hi, iterations=0)
+        lb, lam0 = res.lb, res.pas.lam0
+        iters = self.opt.input_alpha_iterations if self.method in ("auto", "alpha-crown") else 0
+        if iters <= 0:
+            return lb, lam0
+        todo = (open_ & ~self._refuted(lb)).any(axis=1)
+        if todo.any():
+            sub = np.flatnonzero(todo)
+            res2 = optimise(cb, self.C, self.d, xl[sub], xu[sub], [x[sub] for x in lo],
+                            [x[sub] for x in hi], iterations=iters, lr_alpha=self.opt.lr_alpha,
+                            deadline=self.deadline, clock=time.monotonic)
+            lb = lb.copy()
+            lb[sub] = np.maximum(lb[sub], res2.lb)
+            lam0 = lam0.copy()
+            lam0[sub] = res2.pas.lam0
+        return lb, lam0
+
+
+def _pop(stack: list, n: int) -> tuple:
+    """Take up to n boxes from the top of the stack (the most recently pushed first); each
+    entry is a tuple of arrays (or None) sharing their first axis."""
+    parts = []
+    got = 0
+    while stack and got < n:
+        entry = stack.pop()
+        size = entry[0].shape[0]
+        take = min(n - got, size)
+        if take < size:
+            stack.append(tuple(None if a is None else a[:-take] for a in entry))
+            entry = tuple(None if a is None else a[-take:] for a in entry)
+        parts.append(entry)
+        got += take
+    return tuple(None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
+                 for i in range(len(parts[0])))

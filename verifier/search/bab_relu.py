@@ -1,0 +1,334 @@
+"""ReLU-split branch and bound (beta-CROWN style) for inputs too large to split.
+
+A *domain* is the case's box with split constraints on some ReLUs (``z >= 0`` or ``z <= 0``),
+its pre-activation bounds, and the slopes (alpha) and split multipliers (beta) of its last
+bound. The search keeps a stack of open domains. Each round pops a batch, splits every domain on
+one unstable neuron chosen by ``branching`` into two children (the neuron's bounds clipped at 0),
+re-bounds the later layers' neurons (IBP, then CROWN for the still unstable ones, intersected
+with the parent's bounds: a child lies inside its parent), then ascends alpha and beta of the
+final bound from the parent's values (``bab_crown.optimise``). A child is dropped when some row
+of each of its open conjunctions has a proven lower bound > 0, or when its bounds are empty
+(``lo > hi``: no input reaches it). The children's bound minimisers x* are evaluated, and points
+whose margin is <= 0 are replayed.
+
+Domains partition the case's input set (every point satisfies exactly one side of a split), so
+the pair is refuted when no domain is left. A domain with no unstable neuron left whose bound is
+still not positive cannot be split: the search then answers ``unknown`` (never unsat).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bab_attack import pgd, region_minimiser
+from .bab_crown import ChainBounder, empty_domains, optimise
+from .branching import relu_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Domains:
+    """A batch of N domains: ``lo[i], hi[i]`` (N, n_i) for every layer; ``split``, ``alpha``,
+    ``beta``: {relu layer: (N, n_i) / (N, K, n_i)}; ``lb`` (N, K) the best bound of every row;
+    ``open`` (N, J) the conjunctions not yet refuted; ``choice`` (N, 2) the (layer, neuron) to
+    split next."""
+
+    lo: list
+    hi: list
+    split: dict
+    alpha: dict
+    beta: dict
+    lb: np.ndarray
+    open: np.ndarray
+    choice: np.ndarray
+
+    def __len__(self) -> int:
+        return self.lb.shape[0]
+
+    def take(self, idx) -> "Domains":
+        return Domains([a[idx] for a in self.lo], [a[idx] for a in self.hi],
+                       {k: v[idx] for k, v in self.split.items()},
+                       {k: v[idx] for k, v in self.alpha.items()},
+                       {k: v[idx] for k, v in self.beta.items()},
+                       self.lb[idx], self.open[idx], self.choice[idx])
+
+    @staticmethod
+    def concat(parts: list["Domains"]) -> "Domains":
+        if len(parts) == 1:
+            return parts[0]
+        p0 = parts[0]
+        cat = np.concatenate
+        return Domains([cat([p.lo[i] for p in parts]) for i in range(len(p0.lo))],
+                       [cat([p.hi[i] for p in parts]) for i in range(len(p0.hi))],
+                       {k: cat([p.split[k] for p in parts]) for k in p0.split},
+                       {k: cat([p.alpha[k] for p in parts]) for k in p0.alpha},
+                       {k: cat([p.beta[k] for p in parts]) for k in p0.beta},
+                       cat([p.lb for p in parts]), cat([p.open for p in parts]),
+                       cat([p.choice for p in parts]))
+
+
+class ReluSplitSearch:
+    """ReLU-split search over one case and its open conjunctions. ``run()`` returns "unsat",
+    "sat" (``self.ce`` set), "timeout" or "unknown"."""
+
+    def __init__(self, cb: ChainBounder, net, case, case_index: int, conj: list[int], replay,
+                 options, deadline: float, stats: dict, method: str = "auto"):
+        self.cb, self.net, self.case, self.ci = cb, net, case, case_index
+        self.replay, self.opt, self.deadline, self.stats = replay, options, deadline, stats
+        self.method = method
+        self.optimised = method in ("auto", "alpha-crown")
+        Cs = [case.unsafe[j].C for j in conj]
+        self.C = np.concatenate(Cs, axis=0)
+        self.d = np.concatenate([case.unsafe[j].d for j in conj], axis=0)
+        self.J = len(conj)
+        self.row_conj = np.concatenate([np.full(c.shape[0], k) for k, c in enumerate(Cs)])
+        self.empty_conj = np.array([c.shape[0] == 0 for c in Cs])
+        self.xl0 = case.input.lower[None, :]
+        self.xu0 = case.input.upper[None, :]
+        self.ce = None
+        self.stuck = False
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _conj_lb(self, lb: np.ndarray) -> np.ndarray:
+        """(N, J): best row bound of each conjunction (refuted iff > 0)."""
+        out = np.full((lb.shape[0], self.J), -np.inf)
+        for k in range(self.J):
+            rows = self.row_conj == k
+            if rows.any():
+                out[:, k] = lb[:, rows].max(axis=1)
+        return out
+
+    def _boxes(self, n: int):
+        """The case's box repeated for n domains."""
+        return np.repeat(self.xl0, n, axis=0), np.repeat(self.xu0, n, axis=0)
+
+    def _check(self, X: np.ndarray, open_: np.ndarray) -> bool:
+        """Evaluate candidate points (P, n0) on the chain; replay those with margin <= 0 on an
+        open conjunction. True when a counterexample is confirmed."""
+        if X.shape[0] == 0:
+            return False
+        Y = self.cb.chain.forward(X)
+        Z = Y @ self.C.T - self.d
+        m = np.full((X.shape[0], self.J), np.inf)
+        for k in range(self.J):
+            rows = self.row_conj == k
+            if rows.any():
+                m[:, k] = Z[:, rows].max(axis=1)
+        m = np.where(open_, m, np.inf).min(axis=1)
+        self.stats["points_checked"] = self.stats.get("points_checked", 0) + X.shape[0]
+        hit = m <= 0.0
+        if not hit.any():
+            return False
+        cand = X[hit][np.argsort(m[hit])]
+        ce = self.replay(cand[: self.opt.max_replay], case=self.ci)
+        if ce is not None:
+            self.ce = ce
+            return True
+        return False
+
+    def _descend_from(self, X: np.ndarray, lb: np.ndarray, open_: np.ndarray) -> None:
+        """PGD on the chain from the bound minimisers of the weakest subproblems (lowest
+        bounds first); raises ``_Found`` when a replayed point violates the property."""
+        n = min(self.opt.tree_attack_starts, X.shape[0])
+        if n <= 0 or self.opt.tree_attack_steps <= 0:
+            return
+        order = np.argsort(lb)[:n]
+        for j in range(self.J):
+            rows = self.row_conj == j
+            sel = order[open_[order, j]]
+            if sel.size == 0 or not rows.any():
+                continue
+            P, m = pgd(self.cb.chain, X[sel], self.xl0[0], self.xu0[0], self.C[rows],
+                       self.d[rows], steps=self.opt.tree_attack_steps)
+            self.stats["tree_attack_starts"] = self.stats.get("tree_attack_starts", 0) + n
+            hit = m <= 0.0
+            if hit.any() and self._check(P[hit], open_[sel][hit]):
+                raise _Found
+
+    def _finish(self, dom: Domains, pas, xl, xu) -> Domains | None:
+        """Refute, check the bound minimisers, and choose the next split of freshly bounded
+        domains; returns the open ones (None if none). Raises ``_Found`` on a counterexample."""
+        dom.open = dom.open & (self._conj_lb(dom.lb) <= 0.0)
+        rows = dom.open[:, self.row_conj]
+        b, k = np.nonzero(rows)
+        X = np.where(pas.lam0[b, k] > 0.0, xl[b], xu[b])
+        if self._check(X, dom.open[b]):
+            raise _Found
+        self._descend_from(X, dom.lb[b, k], dom.open[b])
+        keep = np.flatnonzero(dom.open.any(axis=1))
+        if keep.size == 0:
+            return None
+        scores = relu_scores(self.cb, pas, dom.lo, dom.hi, dom.alpha, rows)
+        N = len(dom)
+        choice = np.full((N, 2), -1, dtype=np.int64)
+        best = np.full(N, -np.inf)
+        for i, sc in scores.items():
+            j = np.argmax(sc, axis=1)
+            v = sc[np.arange(N), j]
+            better = v > best
+            choice[better, 0] = i
+            choice[better, 1] = j[better]
+            best = np.where(better, v, best)
+        choice[~(best >= 0.0)] = -1  # no unstable neuron left
+        dom.choice = choice
+        return dom.take(keep)
+
+    def _branch(self, par: Domains) -> Domains:
+        """Two children per domain: its chosen neuron inactive (first half), active (second)."""
+        kids = Domains.concat([par, par])
+        N = len(par)
+        layer = np.concatenate([par.choice[:, 0], par.choice[:, 0]])
+        nrn = np.concatenate([par.choice[:, 1], par.choice[:, 1]])
+        sign = np.concatenate([np.full(N, -1.0), np.full(N, 1.0)])
+        for i in np.unique(layer):
+            r = np.flatnonzero(layer == i)
+            c = nrn[r]
+            kids.split[i][r, c] = sign[r]
+            lo, hi = kids.lo[i], kids.hi[i]
+            lo[r, c] = np.where(sign[r] > 0, np.maximum(lo[r, c], 0.0), lo[r, c])
+            hi[r, c] = np.where(sign[r] < 0, np.minimum(hi[r, c], 0.0), hi[r, c])
+        return kids
+
+    def _bound(self, dom: Domains, start: int, iterations: int):
+        """Re-bound the layers from ``start`` on and optimise the final bound; updates ``dom``
+        (bounds, lb, alpha, beta, open) and returns (pass of the final bound, xl, xu)."""
+        cb = self.cb
+        N = len(dom)
+        xl, xu = self._boxes(N)
+        if self.opt.relu_intermediate == "crown" or start <= 1:
+            cb.intermediate(xl, xu, dom.lo, dom.hi, split=dom.split, start=start)
+        empty = empty_domains(dom.lo, dom.hi)
+        res = optimise(cb, self.C, self.d, xl, xu, dom.lo, dom.hi, split=dom.split,
+                       alpha=dom.alpha or None, beta=dom.beta or None,
+                       iterations=iterations if self.optimised else 0,
+                       lr_alpha=self.opt.lr_alpha, lr_beta=self.opt.lr_beta,
+                       deadline=self.deadline, clock=time.monotonic)
+        dom.lb = np.maximum(dom.lb, res.lb)
+        dom.alpha = res.alpha
+        for i in cb.relu_layers:
+            b = res.beta.get(i)
+            dom.beta[i] = b if b is not None else np.zeros_like(res.alpha[i])
+        dom.open[empty] = False
+        self.stats["bound_calls"] = self.stats.get("bound_calls", 0) + 1
+        self.stats["domains"] = self.stats.get("domains", 0) + N
+        return res.pas, xl, xu
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> str:
+        if self.empty_conj.any():
+            X = 0.5 * (self.xl0 + self.xu0)
+            return "sat" if self._check(X, np.ones((1, self.J), bool)) else "unknown"
+        try:
+            return self._run()
+        except _Found:
+            return "sat"
+
+    def _run(self) -> str:
+        cb, opt = self.cb, self.opt
+        lo, hi = self.root_bounds(cb, self.case, opt, self.optimised, self.deadline)
+        lo = [a.copy() for a in lo]
+        hi = [a.copy() for a in hi]
+        K = self.C.shape[0]
+        root = Domains(lo, hi, {i: np.zeros((1, lo[i].shape[1])) for i in cb.relu_layers},
+                       {}, {}, np.full((1, K), -np.inf), np.ones((1, self.J), dtype=bool),
+                       np.zeros((1, 2), dtype=np.int64))
+        pas, xl, xu = self._bound(root, cb.L, opt.root_iterations)
+        root = self._finish(root, pas, xl, xu)
+        if root is None:
+            return "unsat"
+        stack = [root]
+        queued = 1
+        rounds = 0
+        while stack:
+            if time.monotonic() >= self.deadline:
+                return "timeout"
+            par = _pop(stack, opt.relu_batch)
+            queued -= len(par)
+            stuck = par.choice[:, 0] < 0
+            if stuck.any():
+                self._unsplittable(par.take(np.flatnonzero(stuck)))
+                par = par.take(np.flatnonzero(~stuck))
+                if len(par) == 0:
+                    continue
+            kids = self._branch(par)
+            start = int(par.choice[:, 0].min()) + 1
+            pas, xl, xu = self._bound(kids, start, opt.iterations)
+            kids = self._finish(kids, pas, xl, xu)
+            rounds += 1
+            if log.isEnabledFor(logging.DEBUG) and rounds % 10 == 0:
+                log.debug("relu split: %d domains bounded, %d queued, worst bound %.4g",
+                          self.stats["domains"], queued,
+                          float(self._conj_lb(par.lb).max(axis=1).min()))
+            if kids is None:
+                continue
+            stack.append(kids)
+            queued += len(kids)
+            self.stats["max_queue"] = max(self.stats.get("max_queue", 0), queued)
+            if queued > opt.max_domains:
+                log.info("relu split: more than %d domains queued", opt.max_domains)
+                return "unknown"
+        return "unknown" if self.stuck else "unsat"
+
+    @staticmethod
+    def root_bounds(cb: ChainBounder, case, opt, optimised: bool, deadline: float):
+        """Pre-activation bounds of the case's box (shared by all its conjunctions): IBP, CROWN,
+        then (when ``optimised``) alpha-CROWN for the inner layers with ``root_iterations``
+        steps, given at most ``root_share`` of the time left. Cached on the case object's id."""
+        key = (id(case), optimised)
+        cache = cb.__dict__.setdefault("_root_cache", {})
+        if key in cache:
+            return cache[key]
+        xl, xu = case.input.lower[None, :], case.input.upper[None, :]
+        lo, hi = cb.ibp(xl, xu)
+        cb.intermediate(xl, xu, lo, hi)
+        if optimised and opt.root_iterations > 0:
+            now = time.monotonic()
+            stop = now + opt.root_share * max(deadline - now, 0.0)
+            cb.optimise_intermediate(xl, xu, lo, hi, iterations=opt.root_iterations,
+                                     lr=opt.lr_alpha, deadline=stop, clock=time.monotonic)
+        cache[key] = (lo, hi)
+        return lo, hi
+
+    def _unsplittable(self, dom: Domains) -> None:
+        """Domains without an unstable neuron: the relaxation is exact up to the split
+        multipliers; optimise them longer, and if still open the search cannot finish."""
+        pas, xl, xu = self._bound(dom, self.cb.L, 5 * max(self.opt.iterations, 10))
+        left = self._finish(dom, pas, xl, xu)
+        if left is None:
+            return
+        # the chain is affine on each of these regions: the LP minimiser is the candidate
+        for q in range(len(left)):
+            if (left.lo[-1][q] > left.hi[-1][q]).any():
+                continue
+            pattern = {i: np.where(left.lo[i][q] >= 0.0, 1.0, -1.0) for i in self.cb.relu_layers}
+            for j in np.flatnonzero(left.open[q]):
+                rows = self.row_conj == j
+                x = region_minimiser(self.cb.chain, pattern, self.xl0[0], self.xu0[0],
+                                     self.C[rows], self.d[rows])
+                if x is not None and self._check(x[None, :], left.open[q:q + 1]):
+                    raise _Found
+        log.info("relu split: %d domains with every neuron fixed stay open", len(left))
+        self.stuck = True
+
+
+class _Found(Exception):
+    """A counterexample was confirmed (``ReluSplitSearch.ce``)."""
+
+
+def _pop(stack: list, n: int) -> Domains:
+    """Up to n domains from the top of the stack."""
+    parts = []
+    got = 0
+    while stack and got < n:
+        dom = stack.pop()
+        take = min(n - got, len(dom))
+        if take < len(dom):
+            stack.append(dom.take(np.arange(len(dom) - take)))
+            dom = dom.take(np.arange(len(dom) - take, len(dom)))
+        parts.append(dom)
+        got += take
+    return Domains.concat(parts)
