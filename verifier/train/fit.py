@@ -44,8 +44,8 @@ class FitOptions:
 
     epochs: passes over the data (20).
     batch_size: samples per step (100).
-    lr: Adam learning rate (5e-4); lr_decay: factor applied at each milestone (0.2);
-    lr_milestones: milestones as fractions of ``epochs`` ((0.75, 0.9)).
+    lr: Adam learning rate (1e-3); lr_decay: factor applied at each milestone (0.2);
+    lr_milestones: milestones as fractions of ``epochs`` ((0.7, 0.85)).
     grad_clip: global-norm gradient clipping, None for none (10.0).
     weight_decay: decoupled (AdamW) weight decay (0).
     warmup_epochs: natural training before the ramp (1.0, may be fractional).
@@ -74,9 +74,9 @@ class FitOptions:
 
     epochs: int = 20
     batch_size: int = 100
-    lr: float = 5e-4
+    lr: float = 1e-3
     lr_decay: float = 0.2
-    lr_milestones: tuple[float, ...] = (0.75, 0.9)
+    lr_milestones: tuple[float, ...] = (0.7, 0.85)
     grad_clip: float | None = 10.0
     weight_decay: float = 0.0
     warmup_epochs: float = 1.0
