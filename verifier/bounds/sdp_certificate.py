@@ -51,8 +51,9 @@ SEARCH_MAX = 400
 
 @dataclass
 class Certificate:
-    """``bound``: the valid lower bound; ``shift`` the s used; ``lambda_min`` the certified
-    eigenvalue bound of ``Mbar_s``; ``R``; ``margin`` the rounding and model-error terms;
+    """``bound``: the valid lower bound; ``shift`` the s used; ``lambda_min`` the smallest
+    eigenvalue of ``Mbar_s`` as the eigensolver found it (an estimate, for rank escalation:
+    the bound itself rests on Cholesky); ``R``; ``margin`` the rounding and model-error terms;
     ``eigvecs``: eigenvectors (unscaled coordinates, columns) of the smallest eigenvalues, when
     asked (for rank escalation)."""
 
@@ -182,7 +183,8 @@ def certify(data, y: np.ndarray, shift_hint: float | None = None,
     model = float(np.abs(y) @ data.eps) + data.obj_err
     rounding = float(inflate(np.sum(Ebar))) + U * abs(Ms[0, 0]) * 1.01
     if np.isfinite(lam_d) and -delta_cost + R * min(0.0, lam_d) > lam_trace:
-        lam, lam_trace = lam_d, -delta_cost + R * min(0.0, lam_d)
+        lam_trace = -delta_cost + R * min(0.0, lam_d)
+        lam = max(lam, lam_d) if np.isfinite(lam) else lam_d  # finite: the bound is valid
     terms = np.array([s_best, lam_trace])
     margin = float(inflate(rounding + model + gamma(4) * np.sum(np.abs(terms))))
     bound = float(terms.sum()) - margin if np.isfinite(lam) else -np.inf
@@ -194,4 +196,4 @@ def certify(data, y: np.ndarray, shift_hint: float | None = None,
         W = V[:, :cols]
         vec[0] = W[0]
         vec[np.flatnonzero(keep[1:]) + 1] = h[keep[1:], None] * W[1:] + c[keep[1:], None] * W[0]
-    return Certificate(bound, s_best, lam, R, margin, vec)
+    return Certificate(bound, s_best, float(ev[0]), R, margin, vec)

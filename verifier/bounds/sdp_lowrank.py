@@ -353,8 +353,12 @@ def lowrank_bound(data, v_start: np.ndarray, options: LowRankOptions | None = No
         log.debug("low-rank: least squares %.2f s, certificate %.2f s", t2 - t1,
                   time.perf_counter() - t2)
         stats["certificates"] += 1
-        if cert.bound > best.bound:
-            best = cert
+        cands = [cert]
+        if n <= 400:  # small: certifying the augmented-Lagrangian multipliers too is cheap
+            cands.append(certify(data, y))
+        for c in cands:
+            if c.bound > best.bound:
+                best = c
         primal = prob.objective(V)
         log.debug("low-rank: rank %d rounds %d viol %.2e primal %.6f bound %.6f lam %.2e",
                   V.shape[1], stats["rounds"], viol, primal, cert.bound, cert.lambda_min)
