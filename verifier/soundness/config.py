@@ -40,7 +40,8 @@ class GenerateOptions:
 
     seed: the seed everything derives from (0).
     models: the architectures and radii (``DEFAULT_MODELS``).
-    planted / clean: points per model with a planted counterexample / without (10 / 5).
+    planted / clean: points per model with a planted counterexample / without (10 / 5), unless
+    a model says otherwise (``ModelSpec.planted`` / ``clean``).
     threshold: the least logit margin ``z_t - z_y`` a planted counterexample must have on
     onnxruntime (0.01).
     data_range: inputs lie in ``[-r, r]`` (0.1); every box is intersected with it.

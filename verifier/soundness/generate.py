@@ -24,6 +24,7 @@ Clean instances are recorded as "no counterexample planted": nothing is claimed 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -82,12 +83,16 @@ def generate_model(index: int, opts: GenerateOptions, out: Path, progress=None) 
     t0 = time.perf_counter()
     s_data, s_init, s_train, s_attack = _seeds(opts.seed, index)
     r = opts.data_range
-    points = make_points(spec.input_shape, opts.planted, opts.clean, spec.eps, r, seed=s_data)
+    n_planted = opts.planted if spec.planted is None else spec.planted
+    n_clean = opts.clean if spec.clean is None else spec.clean
+    plant_opts = opts.plant if spec.rounds is None else dataclasses.replace(opts.plant,
+                                                                             rounds=spec.rounds)
+    points = make_points(spec.input_shape, n_planted, n_clean, spec.eps, r, seed=s_data)
     props, lo, hi = boxes(points, spec.eps, r)
     _check_inside(points, lo, hi, spec.eps)
     net0 = build_model(spec, seed=s_init, input_range=r)
     net, history = plant_counterexamples(
-        net0, points, lo, hi, spec.eps, opts.threshold, opts.plant, opts.battery, seed=s_train,
+        net0, points, lo, hi, spec.eps, opts.threshold, plant_opts, opts.battery, seed=s_train,
         progress=None if progress is None else (lambda rec: progress(spec.name, rec)))
     onnx_rel = f"onnx/{spec.name}.onnx"
     onnx_path = out / "benchmark" / onnx_rel

@@ -117,50 +117,72 @@ def run_tool(tool, staged: Path, instances: list[BenchInstance], out: Path,
     """Run ``tool`` on every instance and judge each answer as it comes (``judge_row``);
     returns one row per instance run, in instance order. Results files go to ``out``. With
     ``opt.stop_at_false_proof`` the run ends (the running instances killed and dropped) at the
-    first false proof."""
+    first false proof. No tool process outlives the call, whatever happens."""
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict | None] = [None] * len(instances)
     queue = list(range(len(instances)))
     running: dict[int, tuple] = {}
-    judge_ctx: dict = {}
-    stop = False
-    while (queue and not stop) or running:
-        if stop:
+    ctx: dict = {}
+    try:
+        while queue or running:
+            while queue and len(running) < max(1, opt.workers):
+                k = queue.pop(0)
+                started = _start_one(tool, staged, instances[k], out, opt, ctx)
+                if isinstance(started, dict):
+                    rows[k] = started
+                else:
+                    running[k] = started
+            time.sleep(0.02)
             for k in list(running):
-                running.pop(k)[0].kill()
-            break
-        while queue and len(running) < max(1, opt.workers):
-            k = queue.pop(0)
-            inst = instances[k]
-            res = out / f"{_safe(inst.name)}.txt"
-            if res.exists():
-                res.unlink()
-            timeout = opt.timeout if opt.timeout is not None else inst.timeout * opt.timeout_scale
-            why = tool.prepare(staged / inst.onnx, staged / inst.vnnlib)
-            if why:
-                rows[k] = _row(inst, res, 0.0, False, prepare_error=why)
-                judge_row(rows[k], staged, opt, judge_ctx)
-                continue
-            job = tool.start(staged / inst.onnx, staged / inst.vnnlib, res, timeout)
-            running[k] = (job, res, timeout + opt.grace + 0.1 * timeout)
-        time.sleep(0.02)
-        for k in list(running):
-            job, res, limit = running[k]
-            code = job.poll()
-            elapsed = time.monotonic() - job.start
-            killed = False
-            if code is None:
-                if elapsed < limit:
+                row = _finish_one(running[k], instances[k], staged, opt, ctx)
+                if row is None:
                     continue
-                job.kill()
-                killed = True
-            del running[k]
-            rows[k] = _row(instances[k], res, elapsed, killed, exit_code=code)
-            judge_row(rows[k], staged, opt, judge_ctx)
-            stop = stop or (opt.stop_at_false_proof and rows[k]["verdict"] == "false proof")
-            if progress is not None:
-                progress(tool.name, sum(r is not None for r in rows), len(rows), rows[k])
+                del running[k]
+                rows[k] = row
+                if progress is not None:
+                    progress(tool.name, sum(r is not None for r in rows), len(rows), row)
+                if opt.stop_at_false_proof and row["verdict"] == "false proof":
+                    queue.clear()
+                    for j in list(running):
+                        running.pop(j)[0].kill()
+                    break
+    finally:
+        for job, _, _ in running.values():
+            job.kill()
     return [r for r in rows if r is not None]
+
+
+def _start_one(tool, staged: Path, inst: BenchInstance, out: Path, opt: HarnessOptions,
+               ctx: dict):
+    """Start ``tool`` on ``inst``: ``(job, results path, kill limit)``, or the judged row when
+    its preparation failed."""
+    res = out / f"{_safe(inst.name)}.txt"
+    if res.exists():
+        res.unlink()
+    timeout = opt.timeout if opt.timeout is not None else inst.timeout * opt.timeout_scale
+    why = tool.prepare(staged / inst.onnx, staged / inst.vnnlib)
+    if why:
+        row = _row(inst, res, 0.0, False, prepare_error=why)
+        judge_row(row, staged, opt, ctx)
+        return row
+    job = tool.start(staged / inst.onnx, staged / inst.vnnlib, res, timeout)
+    return job, res, timeout + opt.grace + 0.1 * timeout
+
+
+def _finish_one(running, inst: BenchInstance, staged: Path, opt: HarnessOptions, ctx: dict):
+    """The judged row of a job that ended (or ran past its limit: then killed), else None."""
+    job, res, limit = running
+    code = job.poll()
+    elapsed = time.monotonic() - job.start
+    killed = False
+    if code is None:
+        if elapsed < limit:
+            return None
+        job.kill()
+        killed = True
+    row = _row(inst, res, elapsed, killed, exit_code=code)
+    judge_row(row, staged, opt, ctx)
+    return row
 
 
 def _row(inst, res: Path, seconds: float, killed: bool, exit_code=None, prepare_error=""):

@@ -45,6 +45,8 @@ class ModelSpec:
     residual: residual blocks (needs an odd ``depth`` >= 3: one layer, then blocks of two).
     pool: a 2x2 average pooling (stride 1) after the convolutions (CNN only).
     dense: units of the CNN's hidden Linear layer.
+    planted / clean / rounds: this model's number of planted and clean points and of training
+    rounds, when they differ from the configuration's (None: the configuration's).
     """
 
     name: str
@@ -57,6 +59,9 @@ class ModelSpec:
     residual: bool = False
     pool: bool = False
     dense: int = 16
+    planted: int | None = None
+    clean: int | None = None
+    rounds: int | None = None
 
     def __post_init__(self):
         if self.kind not in ("mlp", "cnn"):

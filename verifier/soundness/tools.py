@@ -5,15 +5,19 @@
   ``prepare_timeout`` seconds; then ``run_instance.sh v1 CATEGORY ONNX VNNLIB RESULTS TIMEOUT``
   (the competition's argument order) in its own process group, killed with the whole group at
   ``timeout + grace`` seconds.
-- ``VerifierTool(method)``: this package's ``verify`` with a forced method, in a forked worker
-  process (the modules are imported once, in the parent), which writes the same VNN-COMP results
-  file (``verifier.run.write_results``) and is killed at ``timeout + grace`` seconds.
+- ``VerifierTool(method, bug=None)``: this package's ``verify`` with a forced method, in a worker
+  process forked from a clean "forkserver" that has imported the verifier once (so each start is
+  quick, and no state of the caller -- threads of Numba or onnxruntime -- leaks into it); the
+  worker writes the same VNN-COMP results file (``verifier.run.write_results``) and is killed at
+  ``timeout + grace`` seconds. ``bug`` names an injected bug of the self-test
+  (``selftest.BUGS``), applied inside the worker only.
 
 Both are driven through ``start(...) -> Job``; ``Job.poll()`` says whether it ended and
 ``Job.kill()`` ends it. Either kind of tool only ever sees the instance's ONNX and VNN-LIB files.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -98,51 +102,82 @@ def _timeout_arg(timeout: float) -> str:
     return str(int(timeout)) if float(timeout).is_integer() else repr(float(timeout))
 
 
-def _verify_worker(onnx: str, vnnlib: str, results: str, timeout: float, method: str) -> None:
-    """Body of a worker: verify and write the results file; anything that escapes is ``error``."""
+#: modules the forkserver imports once, so that each worker starts with them loaded
+PRELOAD = ["numpy", "onnx", "onnxruntime", "specs", "verifier", "verifier.verify",
+           "verifier.bounds", "verifier.run", "verifier.network.runtime",
+           "verifier.soundness.selftest"]
+
+
+def _verify_worker(onnx: str, vnnlib: str, results: str, timeout: float, method: str,
+                   bug: str | None) -> None:
+    """Body of a worker: verify (with the bug ``bug`` injected, if any) and write the results
+    file; anything that escapes ``verify`` is the answer ``error``, never anything else."""
+    import contextlib  # noqa: PLC0415
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from specs import read_vnnlib  # noqa: PLC0415 (preloaded by the parent)
+    from specs import read_vnnlib  # noqa: PLC0415 (preloaded by the forkserver)
 
     from .. import load_onnx  # noqa: PLC0415
     from ..result import Result  # noqa: PLC0415
-    from ..run import write_results  # noqa: PLC0415
-    from ..verify import verify  # noqa: PLC0415
+    from ..run import limit_blas_threads, write_results  # noqa: PLC0415
 
+    limit_blas_threads(1)
+    patch = contextlib.nullcontext()
+    if bug is not None:
+        from .selftest import BUGS  # noqa: PLC0415
+
+        patch = BUGS[bug].patch()
     t0 = time.monotonic()
-    try:
-        net = load_onnx(onnx)
-        spec = read_vnnlib(vnnlib, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
-        left = max(0.0, timeout - (time.monotonic() - t0))
-        result = verify(net, spec, timeout=left, method=method, onnx_path=onnx)
-    except Exception as exc:  # the worker's answer to anything unexpected is error, never unsat
-        result = Result("error", message=f"{type(exc).__name__}: {exc}")
+    with patch:
+        # read the function now, from its module: a bug may have wrapped it
+        verify = importlib.import_module("verifier.verify").verify
+        try:
+            net = load_onnx(onnx)
+            spec = read_vnnlib(vnnlib, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
+            left = max(0.0, timeout - (time.monotonic() - t0))
+            result = verify(net, spec, timeout=left, method=method, onnx_path=onnx)
+        except Exception as exc:  # the worker's answer to anything unexpected: error
+            result = Result("error", message=f"{type(exc).__name__}: {exc}")
     write_results(results, result)
 
 
-class VerifierTool:
-    """This package's verifier with a forced ``method`` (see ``verifier.verify.METHODS``)."""
+_CONTEXT = None
 
-    def __init__(self, method: str):
+
+def _context():
+    """The forkserver context (its server started on first use, with ``PRELOAD``)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+class VerifierTool:
+    """This package's verifier with a forced ``method`` (see ``verifier.verify.METHODS``), and
+    optionally an injected ``bug`` (a name of ``selftest.BUGS``)."""
+
+    def __init__(self, method: str, bug: str | None = None):
         from ..verify import METHODS  # noqa: PLC0415
 
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
-        self.method = method
-        self.name = f"verifier:{method}"
-        # import what the workers need once, so that each fork starts warm
-        import specs  # noqa: F401, PLC0415
+        if bug is not None:
+            from .selftest import BUGS  # noqa: PLC0415
 
-        from .. import run, verify  # noqa: F401, PLC0415
-        from ..network import runtime  # noqa: F401, PLC0415
+            if bug not in BUGS:
+                raise ValueError(f"unknown bug {bug!r}")
+        self.method, self.bug = method, bug
+        self.name = f"verifier:{method}"
 
     def prepare(self, onnx, vnnlib) -> str:
         return ""
 
     def start(self, onnx, vnnlib, results, timeout: float) -> Job:
-        ctx = mp.get_context("fork")
-        proc = ctx.Process(target=_verify_worker,
-                           args=(str(onnx), str(vnnlib), str(results), float(timeout),
-                                 self.method), daemon=True)
+        proc = _context().Process(target=_verify_worker,
+                                  args=(str(onnx), str(vnnlib), str(results), float(timeout),
+                                        self.method, self.bug), daemon=True)
         proc.start()
         return Job(proc, "process")
 
