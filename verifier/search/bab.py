@@ -42,6 +42,9 @@ class BabOptions:
     #: boxes split per batch in input split (each is bisected along every candidate dimension
     #: and the children bounded together: the dimension whose children are best is kept)
     input_batch: int = 128
+    #: which boxes are split next: "best" (lowest bound first: finds counterexamples early)
+    #: or "depth" (the most recent children first: least memory)
+    input_order: str = "best"
     #: candidate dimensions per box (all when the input has no more values)
     input_lookahead: int = 8
     #: a dimension is not bisected while it is this many times narrower (relative to the
@@ -50,8 +53,10 @@ class BabOptions:
     #: forward linear bounds filter the neurons CROWN bounds when the input has at most this
     #: many values
     forward_max_dim: int = 16
-    #: alpha iterations on the boxes CROWN leaves open (input split; 0: CROWN only)
-    input_alpha_iterations: int = 0
+    #: alpha iterations on the boxes CROWN leaves open (input split; 0: CROWN only), once a
+    #: box is at least ``input_alpha_depth`` bisections deep
+    input_alpha_iterations: int = 10
+    input_alpha_depth: float = 12.0
     #: ReLU-split subproblems bounded per batch (each yields two children)
     relu_batch: int = 64
     #: ReLU split: "crown" re-bounds the neurons of the layers after the split (IBP, then
@@ -71,8 +76,8 @@ class BabOptions:
     #: ``fsb_candidates`` top-scored neurons by the bound of its two children)
     branching: str = "fsb"
     fsb_candidates: int = 4
-    #: ReLU split: PGD starts (the bound minimisers of the weakest subproblems) and steps run
-    #: after every batch
+    #: PGD starts (the bound minimisers of the weakest subproblems) and steps run after every
+    #: batch, inside the case's box
     tree_attack_starts: int = 8
     tree_attack_steps: int = 20
     #: most candidate points replayed per check

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from .bab_attack import pgd
 from .bab_crown import ChainBounder, optimise
 from .branching import input_scores
 
@@ -99,7 +100,32 @@ class InputSplitSearch:
             lk = lam0[np.arange(lam0.shape[0]), k]
             X = np.concatenate([X, np.where(lk > 0.0, xl, xu)], axis=0)
             O = np.concatenate([open_, open_], axis=0)
-        return self._check_points(X, O)
+        if self._check_points(X, O):
+            return True
+        reps = X.shape[0] // len(lb)
+        return self._descend_from(X, O, np.tile(self._conj_lb(lb), (reps, 1)),
+                                  np.tile(xl, (reps, 1)), np.tile(xu, (reps, 1)))
+
+    def _descend_from(self, X, O, clb, bl, bu) -> bool:
+        """PGD on the chain from the candidates of the weakest boxes (lowest conjunction bounds
+        first), each inside its own box [bl, bu] (steps scale with it), one conjunction at a
+        time."""
+        n = self.opt.tree_attack_starts
+        if n <= 0 or self.opt.tree_attack_steps <= 0:
+            return False
+        for j in range(self.J):
+            rows = self.row_conj == j
+            cand = np.flatnonzero(O[:, j])
+            if cand.size == 0 or not rows.any():
+                continue
+            sel = cand[np.argsort(clb[cand, j])[:n]]
+            P, m = pgd(self.cb.chain, X[sel], bl[sel], bu[sel], self.C[rows], self.d[rows],
+                       steps=self.opt.tree_attack_steps)
+            self.stats["tree_attack_starts"] = self.stats.get("tree_attack_starts", 0) + sel.size
+            hit = m <= 0.0
+            if hit.any() and self._check_points(P[hit], O[sel][hit]):
+                return True
+        return False
 
     def _candidate_dims(self, xl, xu, open_, lam0) -> np.ndarray:
         """(B, D) dimensions whose bisection is tried: all when the input has at most
@@ -133,6 +159,8 @@ class InputSplitSearch:
         while stack:
             if time.monotonic() >= self.deadline:
                 return "timeout"
+            if opt.input_order == "best" and len(stack) > 1:
+                stack = [_lowest_first(stack, self._conj_lb)]
             xl, xu, open_, lb, lam0 = _pop(stack, opt.input_batch)
             n_stack -= xl.shape[0]
             if self._check_candidates(xl, xu, open_, lb, lam0):
@@ -213,9 +241,11 @@ class InputSplitSearch:
         res = optimise(cb, self.C, self.d, xl, xu, lo, hi, iterations=0)
         lb, lam0 = res.lb, res.pas.lam0
         iters = self.opt.input_alpha_iterations if self.method in ("auto", "alpha-crown") else 0
-        if iters <= 0:
+        if iters <= 0 or cheap:
             return lb, lam0
-        todo = (open_ & ~self._refuted(lb)).any(axis=1)
+        # alpha only pays on small boxes (deep in the tree) that CROWN leaves open
+        depth = -np.log2(np.maximum((xu - xl) / self.full, 1e-300)).sum(axis=1)
+        todo = (open_ & ~self._refuted(lb)).any(axis=1) & (depth >= self.opt.input_alpha_depth)
         if todo.any():
             sub = np.flatnonzero(todo)
             res2 = optimise(cb, self.C, self.d, xl[sub], xu[sub], [x[sub] for x in lo],
@@ -244,3 +274,13 @@ def _pop(stack: list, n: int) -> tuple:
         got += take
     return tuple(None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
                  for i in range(len(parts[0])))
+
+
+def _lowest_first(stack: list, conj_lb) -> tuple:
+    """The stack merged into one entry whose top (end) holds the boxes of lowest bound."""
+    merged = tuple(None if stack[0][i] is None else np.concatenate([e[i] for e in stack])
+                   for i in range(len(stack[0])))
+    xl, xu, open_, lb = merged[:4]
+    worst = np.where(open_, conj_lb(lb), np.inf).min(axis=1)
+    order = np.argsort(-worst, kind="stable")
+    return tuple(None if a is None else a[order] for a in merged)
