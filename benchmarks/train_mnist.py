@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from verifier import save_onnx  # noqa: E402
 from verifier.bounds import CrownOptions  # noqa: E402
 from verifier.train import cnn_small, evaluate, fit, load_mnist  # noqa: E402
 
@@ -56,7 +57,7 @@ SETTINGS = {
 
 
 def run(method: str, X, y, Xt, yt, settings: dict, pgd_steps: int, seed: int,
-        workers: int) -> dict:
+        workers: int, save_dir: str | None = None) -> dict:
     log = logging.getLogger("train_mnist")
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -68,6 +69,9 @@ def run(method: str, X, y, Xt, yt, settings: dict, pgd_steps: int, seed: int,
                                                    r["train_verified"]))
     train_s = time.perf_counter() - t0
     load_after = os.getloadavg()
+    if save_dir:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        save_onnx(net, Path(save_dir) / f"mnist_{method}.onnx")
     evals, errors = {}, {}
     for bound in ("ibp", "crown"):
         try:
@@ -154,6 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2,
                    help="threads sharing each batch (BLAS is single-threaded, see below)")
+    p.add_argument("--save-models", metavar="DIR",
+                   help="write each trained model as DIR/mnist_<method>.onnx (float32)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_mnist.json"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -169,7 +175,7 @@ def main(argv=None) -> int:
         if args.epochs:
             settings["epochs"] = args.epochs
         results.append(run(method, Xtr, ytr, Xt, yt, settings, args.pgd_steps, args.seed,
-                           args.workers))
+                           args.workers, args.save_models))
     text = table(results)
     print(text)
     out = Path(args.out)

@@ -308,3 +308,16 @@ def test_the_training_crown_ibp_pass_agrees_with_the_sound_core(kind):
                     options=CrownOptions(intermediate="ibp")).lower
     assert np.all(sound <= ours)
     np.testing.assert_allclose(sound, ours, rtol=1e-9, atol=1e-9)
+
+
+def test_the_certified_box_contains_the_exact_ball():
+    from fractions import Fraction
+
+    from verifier.train.losses import input_box
+    x = np.random.default_rng(0).uniform(0, 1, size=200)
+    lo, hi = input_box(x, 0.1, None, outward=True)
+    for xi, l, h in zip(x, lo, hi):
+        assert Fraction(l) <= Fraction(xi) - Fraction(0.1)
+        assert Fraction(h) >= Fraction(xi) + Fraction(0.1)
+    lo, hi = input_box(x, 0.1, (0.0, 1.0), outward=True)
+    assert lo.min() >= 0.0 and hi.max() <= 1.0

@@ -4,8 +4,8 @@ A sample ``(x, t)`` counts as
 - clean-correct if ``argmax f(x) = t``;
 - PGD-correct if it is clean-correct and ``argmax f(x') = t`` at the PGD point ``x'`` of the box;
 - certified if the lower bound of every margin ``y_t - y_j`` (``j != t``) over the box
-  ``[x - eps, x + eps]`` (intersected with ``domain``) is > 0, the bound coming from the sound
-  bound core ``verifier.bounds.compute`` with the given method.
+  ``[x - eps, x + eps]`` (ends rounded outward, then intersected with ``domain``) is > 0, the
+  bound coming from the sound bound core ``verifier.bounds.compute`` with the given method.
 Certified implies PGD-correct; a sample certified but broken by PGD would be a soundness bug
 and raises ``RuntimeError``.
 """
@@ -33,7 +33,7 @@ def certified_mask(net: Network, X: np.ndarray, y: np.ndarray, eps: float, metho
     out = np.zeros(len(X), dtype=bool)
     for s in range(0, len(X), batch_size):
         xb, yb = X[s:s + batch_size], y[s:s + batch_size]
-        lo, hi = input_box(xb, eps, domain)
+        lo, hi = input_box(xb, eps, domain, outward=True)
         C = margin_matrix(yb, net.n_outputs)
         if method == "train-ibp":
             lb, _ = ibp_margin_lower(net, {}, lo, hi, C)

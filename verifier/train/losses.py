@@ -37,10 +37,15 @@ def margin_matrix(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return C
 
 
-def input_box(x: np.ndarray, eps: float, domain: tuple[float, float] | None):
+def input_box(x: np.ndarray, eps: float, domain: tuple[float, float] | None,
+              outward: bool = False):
     """The L-infinity box ``[x - eps, x + eps]``, intersected with ``domain = (lo, hi)`` when
-    given (e.g. (0, 1) for images): (lower, upper)."""
+    given (e.g. (0, 1) for images): (lower, upper). ``outward``: move each end one ulp outward
+    so that the floating-point box contains the exact one (``x - eps`` rounds by at most half
+    an ulp), as a certificate needs."""
     lo, hi = x - eps, x + eps
+    if outward:
+        lo, hi = np.nextafter(lo, -np.inf), np.nextafter(hi, np.inf)
     if domain is not None:
         lo = np.maximum(lo, domain[0])
         hi = np.minimum(hi, domain[1])
