@@ -152,7 +152,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    p.add_argument("--quick", action="store_true", help="1,000 training images, 3 epochs")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 1,000 training images, 3 epochs (accuracies meaningless)")
     p.add_argument("--epochs", type=int, help="override the recorded number of epochs")
     p.add_argument("--pgd-steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
