@@ -168,6 +168,13 @@ def test_check_prints_the_ops_and_the_agreement(capsys):
     assert "Gemm x3" in out and "Relu x2" in out and "OK" in out
 
 
+def test_check_exits_1_when_the_model_disagrees_with_onnxruntime(capsys):
+    # the float64 network and the float32 model differ in the last bits: no error is below 0
+    code, out, err = run_main(["check", MODEL, "--samples", "10", "--tolerance", "0"], capsys)
+    assert code == 1
+    assert "DISAGREES" in out and "disagrees with onnxruntime" in err
+
+
 def test_bounds_json_has_every_row_and_output(capsys):
     code, out, _ = run_main(["bounds", MODEL, ROBUST, "--method", "crown", "--json",
                              "--repeat", "2"], capsys)

@@ -144,15 +144,15 @@ def cmd_check(args) -> int:
         _, spec = _load(args.model, args.property)
         boxes = [(c.input.lower, c.input.upper) for c in spec.cases]
         boxes = (np.stack([b[0] for b in boxes]), np.stack([b[1] for b in boxes]))
-    report = check_model(args.model, n_samples=args.samples, boxes=boxes)
-    print(report if isinstance(report, str) else _format_check(report))
+    report = check_model(args.model, n_samples=args.samples, boxes=boxes,
+                         tolerance=args.tolerance)
+    print(report.format())
+    if not report.agrees:
+        print(f"verifier: {args.model}: the imported network disagrees with onnxruntime "
+              f"(relative error {report.max_rel_error:.3g} >= {args.tolerance:g})",
+              file=sys.stderr)
+        return EXIT_BUG
     return EXIT_OK
-
-
-def _format_check(report) -> str:
-    """Text of a ``check_model`` report (its own ``format``/``__str__`` when it has one)."""
-    fmt = getattr(report, "format", None)
-    return fmt() if callable(fmt) else str(report)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model")
     c.add_argument("property", nargs="?", help="sample from this property's input boxes")
     c.add_argument("--samples", type=int, default=100, help="random inputs (default 100)")
+    c.add_argument("--tolerance", type=float, default=1e-5,
+                   help="largest relative error that counts as agreement (default 1e-5); "
+                        "exit 1 above it")
     c.set_defaults(func=cmd_check)
 
     b = sub.add_parser("bounds", help="bounds of every row of a property and of the outputs")

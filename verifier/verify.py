@@ -27,7 +27,6 @@ whose deadline passed is ``timeout``.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import time
@@ -256,11 +255,10 @@ class _Pipeline:
         candidate points (``Replay.__call__(X) -> Counterexample | None``), ``method`` is "auto"
         or the forced bound method, and the result's status is "sat" (with the replayed
         counterexample), "unsat" (every open pair refuted), "unknown" or "timeout". Returns None
-        when branch and bound is off, not installed, or the deadline has passed."""
-        if (not self.opts.branch_and_bound or self.expired()
-                or importlib.util.find_spec("verifier.search.bab") is None):
+        when branch and bound is off or the deadline has passed."""
+        if not self.opts.branch_and_bound or self.expired():
             return None
-        from .search import bab  # noqa: PLC0415
+        from .search import bab  # noqa: PLC0415  (imports Numba kernels: only when needed)
 
         self._progress("branch and bound")
         result = bab.branch_and_bound(self.net, self.spec, self.open_pairs(),
