@@ -44,8 +44,10 @@ log = logging.getLogger(__name__)
 
 #: incomplete bound methods in the order "auto" tries them (cheapest first)
 AUTO_METHODS = ("ibp", "crown", "alpha-crown")
+#: the LP/SDP relaxations (``verifier.bounds.RELAXATION_METHODS``), only when forced
+RELAXATION_METHODS = ("lp", "lp-all", "milp", "sdp", "sdp-lowrank")
 #: values of ``method``: "auto", "attack" (counterexample search only) or one bound method
-METHODS = ("auto", "attack") + AUTO_METHODS
+METHODS = ("auto", "attack") + AUTO_METHODS + RELAXATION_METHODS
 
 Progress = Callable[[str, float], None]
 
@@ -86,7 +88,12 @@ def verify(net, spec, timeout: float | None = 60, method: str = "auto", onnx_pat
     """Decide whether ``spec`` holds on ``net`` within ``timeout`` seconds (None: no limit).
 
     ``method``: "auto" (attack, then IBP, CROWN, alpha-CROWN, then branch and bound), "attack",
-    or one bound method used alone (also inside branch and bound). ``onnx_path``: the original
+    or one bound method used alone (also inside branch and bound). A forced LP/SDP relaxation
+    ("lp", "lp-all", "milp", "sdp", "sdp-lowrank") bounds the spec rows with solver time
+    limits from the time left (``verifier.bounds.relaxations.budget_options``) unless
+    ``options.bound_options`` gives its options; "milp" decides only from the sound bound it
+    returns beside its exact value (``stats["certified_lower"]``); branch and bound then
+    runs on its own (CROWN-based) bounds. ``onnx_path``: the original
     ONNX file on which onnxruntime replays every counterexample; when None the ``Network``
     itself (float64) is the checking model (the command line always passes the file).
     ``progress(stage, fraction_of_timeout_used)`` is called between stages.
@@ -213,11 +220,20 @@ class _Pipeline:
                     continue
                 C = np.concatenate([case.unsafe[j].C for j in js], axis=0)
                 d = np.concatenate([case.unsafe[j].d for j in js], axis=0)
+                options = self.opts.bound_options.get(method)
+                if options is None and method in RELAXATION_METHODS:
+                    from .bounds.relaxations import budget_options  # noqa: PLC0415
+                    left = self.deadline - time.monotonic()
+                    options = budget_options(method, min(left, 1e6), C.shape[0])
                 res = bounds.compute(self.net, case.input.lower[None, :],
                                      case.input.upper[None, :], C=C, d=d, method=method,
-                                     options=self.opts.bound_options.get(method))
+                                     options=options)
                 self.stats["bound_calls"] += 1
-                lb = np.asarray(res.lower, dtype=np.float64).reshape(-1)
+                # a method whose values are not certificates (MILP) gives a sound bound beside
+                stats = getattr(res, "stats", None)
+                lb = stats.get("certified_lower", res.lower) if isinstance(
+                    stats, dict) else res.lower
+                lb = np.asarray(lb, dtype=np.float64).reshape(-1)
                 if lb.shape[0] != C.shape[0]:
                     raise ValueError(f"{method} returned {lb.shape[0]} bounds for "
                                      f"{C.shape[0]} rows")

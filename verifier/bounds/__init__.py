@@ -12,6 +12,9 @@ Entry points:
   object of ``verifier bounds --json``.
 * ``warm_up()``: load every Numba kernel now (a server or forkserver before it forks).
 
+``compute`` also takes the relaxations of ``RELAXATION_METHODS`` ("lp", "lp-all", "milp",
+"sdp", "sdp-lowrank"; module ``relaxations``) with the same C/d conventions and result.
+
 Branch and bound passes ``splits`` (ReLUs fixed active/inactive per box) and ``known`` (a
 parent's intermediate bounds, from ``intermediate=True``; with ``CrownOptions(reuse_known=True)``
 their CROWN passes are skipped). Many boxes go in one call (leading batch axis).
@@ -30,15 +33,18 @@ import numpy as np
 from .alpha import optimise
 from .crown import final_crown, final_ibp, spec_rows, sweep
 from .plan import KINKED, get_plan
+from .relaxations import RELAXATION_METHODS, relaxation_bounds
 from .types import AlphaOptions, BoundResult, Bounds, CrownOptions, IbpOptions
 
 log = logging.getLogger(__name__)
 
+#: the bound core's methods (``RELAXATION_METHODS`` are the LP/SDP ones compute also takes)
 METHODS = ("ibp", "crown", "alpha-crown")
 _DEFAULT_OPTIONS = {"ibp": IbpOptions, "crown": CrownOptions, "alpha-crown": AlphaOptions}
 
 __all__ = ["compute", "spec_bounds", "spec_report", "bounds_json", "warm_up", "Bounds",
-           "BoundResult", "IbpOptions", "CrownOptions", "AlphaOptions", "METHODS"]
+           "BoundResult", "IbpOptions", "CrownOptions", "AlphaOptions", "METHODS",
+           "RELAXATION_METHODS"]
 
 
 def _as_box(plan, lower, upper):
@@ -121,7 +127,9 @@ def compute(net, lower, upper, C=None, d=None, method: str = "crown", options=No
     lower, upper: (B, n), (B, *input_shape) or one unbatched box (then B = 1).
     C: (k, m) or (B, k, m) over the flattened output (m values); d: (k,) or (B, k). Without C,
     the rows are the m outputs themselves. method: "ibp", "crown" or "alpha-crown"; options:
-    ``IbpOptions`` / ``CrownOptions`` / ``AlphaOptions`` (defaults when None).
+    ``IbpOptions`` / ``CrownOptions`` / ``AlphaOptions`` (defaults when None); or one of
+    ``RELAXATION_METHODS`` with its options class (``relaxations.options_class``: ``LPOptions``,
+    ``MILPOptions``, ``SDPOptions``, ``LowRankOptions``), see ``relaxations``.
     intermediate: also return the bounds of every node (``Bounds`` of shape (B, *shape)).
     splits: {ReLU node name: (B, n) or (n,) array in {-1, 0, +1}}: +1 fixes the neuron active
     (its input >= 0), -1 inactive (<= 0) -- branch and bound's split constraints; the bounds
@@ -131,8 +139,15 @@ def compute(net, lower, upper, C=None, d=None, method: str = "crown", options=No
     Returns ``BoundResult`` with lower, upper (B, k). Every bound includes outward rounding
     margins (verifier.bounds.rounding)."""
     t0 = time.perf_counter()
+    if method in RELAXATION_METHODS:
+        plan = get_plan(net)
+        l0, u0 = _as_box(plan, lower, upper)
+        C3, d2 = _as_rows(plan, C, d, l0.shape[0])
+        return relaxation_bounds(net, l0, u0, C3, d2, method, options, intermediate, splits,
+                                 known)
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+        raise ValueError(f"unknown method {method!r}; use one of "
+                         f"{METHODS + RELAXATION_METHODS}")
     if options is None:
         options = _DEFAULT_OPTIONS[method]()
     elif not isinstance(options, _DEFAULT_OPTIONS[method]):

@@ -29,6 +29,8 @@ confirmed the same way (a Farkas certificate); otherwise the bound with ``y = 0`
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -58,6 +60,33 @@ class LPOptions:
     iteration_limit: int | None = None
     #: seconds allowed to the whole LP-All tightening of one input box (None: no limit)
     tighten_time_limit: float | None = None
+
+
+_BANNER_SHOWN = False
+
+
+def new_highs() -> highspy.Highs:
+    """A silent HiGHS instance. The first one a process creates writes HiGHS's banner to file
+    descriptor 1 (C stdout, whatever ``sys.stdout`` is); that construction runs with fd 1 sent
+    to /dev/null, so that library use never prints (the command line's JSON stays clean)."""
+    global _BANNER_SHOWN
+    if not _BANNER_SHOWN:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 1)
+                try:
+                    h = highspy.Highs()
+                finally:
+                    os.dup2(saved, 1)
+        finally:
+            os.close(saved)
+        _BANNER_SHOWN = True
+    else:
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    return h
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,8 +147,7 @@ class TriangleLP:
     def __init__(self, prog, x_lo, x_hi, options: LPOptions | None = None):
         self.prog = prog
         self.options = options or LPOptions()
-        self.h = highspy.Highs()
-        self.h.setOptionValue("output_flag", False)
+        self.h = new_highs()
         if self.options.time_limit is not None:
             self.h.setOptionValue("time_limit", float(self.options.time_limit))
         if self.options.iteration_limit is not None:

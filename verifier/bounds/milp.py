@@ -24,7 +24,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from .lp import LPOptions, layer_bounds
+from .lp import LPOptions, layer_bounds, new_highs
 from .lp_program import (LayerBounds, RelaxationResult, as_batch_box, core_intermediate,
                          merge_intermediate, relu_program, spec_rows)
 
@@ -88,8 +88,7 @@ def _build(prog, x_lo, x_hi, pre):
 
 
 def _solve(A, rlo, rhi, col_lo, col_hi, integ, cost, time_limit):
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = new_highs()
     h.setOptionValue("mip_rel_gap", 1e-9)
     h.setOptionValue("mip_abs_gap", 1e-9)
     h.setOptionValue("mip_feasibility_tolerance", 1e-9)
