@@ -160,13 +160,16 @@ def test_optimised_bounds_are_at_least_the_starting_ones_and_beta_gradients_are_
 
 # -- answers agree with exact MILP ------------------------------------------------------------
 def _decide(net, spec, split, seconds=30.0):
+    """split: "input", "relu" (filtered smart branching) or "relu-babsr"."""
     pairs = [(0, j) for j in range(len(spec.cases[0].unsafe))]
-    opts = BabOptions(split=split, input_batch=16, relu_batch=8)
+    split, _, branching = split.partition("-")
+    opts = BabOptions(split=split, input_batch=16, relu_batch=8, branching=branching or "fsb",
+                      relu_intermediate="first" if branching else "none")
     return branch_and_bound(net, spec, pairs, deadline=time.monotonic() + seconds,
                             replay=Replay(spec, net=net), options=opts)
 
 
-@pytest.mark.parametrize("split", ["input", "relu"])
+@pytest.mark.parametrize("split", ["input", "relu", "relu-babsr"])
 @pytest.mark.parametrize("seed", range(8))
 def test_answers_agree_with_the_exact_milp_minimum(seed, split):
     rng = np.random.default_rng(seed)
@@ -187,7 +190,7 @@ def test_answers_agree_with_the_exact_milp_minimum(seed, split):
             assert spec.violated_by(x[None], net(x[None]))[0]
 
 
-@pytest.mark.parametrize("split", ["input", "relu"])
+@pytest.mark.parametrize("split", ["input", "relu", "relu-babsr"])
 def test_a_conjunction_is_refuted_only_where_some_row_is_positive(split):
     rng = np.random.default_rng(11)
     n0 = 2 if split == "input" else 5

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bab_attack import pgd, region_minimiser
-from .bab_crown import ChainBounder, empty_domains, optimise
-from .branching import relu_scores
+from .bab_crown import ChainBounder, Pass, Relax, empty_domains, optimise
+from .branching import fsb_choice, relu_scores
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,16 @@ class ReluSplitSearch:
         keep = np.flatnonzero(dom.open.any(axis=1))
         if keep.size == 0:
             return None
+        if self.opt.branching == "fsb":
+            sub = dom.take(keep)
+            xs, xus = self._boxes(len(sub))
+            sub_rows = sub.open[:, self.row_conj]
+            sub_pas = _take_pass(pas, keep)
+            scores = relu_scores(self.cb, sub_pas, sub.lo, sub.hi, sub.alpha, sub_rows)
+            sub.choice = fsb_choice(self.cb, scores, sub.lo, sub.hi, sub.alpha, sub.beta,
+                                    sub.split, xs, xus, self.C, self.d, sub_rows,
+                                    self.opt.fsb_candidates)
+            return sub
         scores = relu_scores(self.cb, pas, dom.lo, dom.hi, dom.alpha, rows)
         N = len(dom)
         choice = np.full((N, 2), -1, dtype=np.int64)
@@ -199,7 +209,8 @@ class ReluSplitSearch:
         cb = self.cb
         N = len(dom)
         xl, xu = self._boxes(N)
-        if self.opt.relu_intermediate == "crown" or start <= 1:
+        ri = self.opt.relu_intermediate
+        if ri == "crown" or (ri == "first" and start <= 1):
             cb.intermediate(xl, xu, dom.lo, dom.hi, split=dom.split, start=start)
         empty = empty_domains(dom.lo, dom.hi)
         res = optimise(cb, self.C, self.d, xl, xu, dom.lo, dom.hi, split=dom.split,
@@ -332,3 +343,15 @@ def _pop(stack: list, n: int) -> Domains:
         parts.append(dom)
         got += take
     return Domains.concat(parts)
+
+
+def _take_pass(pas, idx):
+    """The backward pass restricted to the domains ``idx``."""
+    return Pass({i: a if a.shape[0] == 1 else a[idx] for i, a in pas.lams.items()},
+                pas.lam0[idx],
+                {i: _take_relax(r, idx) for i, r in pas.relaxes.items()})
+
+
+def _take_relax(rx: Relax, idx) -> Relax:
+    return Relax(*(getattr(rx, f)[idx] for f in ("unstable", "active", "k_up", "t_up",
+                                                 "k_lo_default", "zmax", "unstable_u8")))

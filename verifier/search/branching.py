@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bab_crown import apply_split, optimise
+
 
 def input_scores(lam0: np.ndarray | None, rows_open: np.ndarray, width: np.ndarray) -> np.ndarray:
     """(B, n0) scores of the input dimensions. lam0: (B, K, n0) or None; rows_open: (B, K);
@@ -50,3 +52,48 @@ def relu_scores(cb, pas, lo, hi, alpha, rows_open) -> dict:
         s = (loss * w).sum(axis=1) + 1e-12 * (u - l)
         out[i] = np.where(unst, s, -1.0)
     return out
+
+
+def fsb_choice(cb, scores: dict, lo, hi, alpha, beta, split, xl, xu, C, d, rows_open,
+               k: int) -> np.ndarray:
+    """Filtered smart branching (De Palma et al., 2021): the ``k`` neurons of best score per
+    domain are each tried by bounding both children once (the parent's intermediate bounds,
+    alpha and beta; the candidate's bounds clipped at 0), and the one whose worse child is best
+    is chosen. Returns (N, 2) (layer, neuron), -1 where no neuron is unstable.
+
+    scores: ``relu_scores``; lo, hi: the domains' bounds (N, n_i) per layer; alpha, beta,
+    split: per ReLU layer; xl, xu (N, n0); C (K, m), d (K,); rows_open (N, K)."""
+    layers = sorted(scores)
+    N = xl.shape[0]
+    flat = np.concatenate([scores[i] for i in layers], axis=1)
+    offsets = np.cumsum([0] + [scores[i].shape[1] for i in layers])
+    k = max(1, min(k, flat.shape[1]))
+    top = np.argsort(-flat, axis=1)[:, :k]                       # (N, k)
+    valid = np.take_along_axis(flat, top, axis=1) >= 0.0
+    lay_idx = np.searchsorted(offsets, top, side="right") - 1
+    layer = np.asarray(layers)[lay_idx]
+    nrn = top - offsets[lay_idx]
+    # 2 k children per domain: candidate c, side s (0 inactive, 1 active)
+    rep = np.repeat(np.arange(N), 2 * k)
+    c_layer = np.repeat(layer, 2, axis=1).reshape(-1)
+    c_nrn = np.repeat(nrn, 2, axis=1).reshape(-1)
+    side = np.tile([-1.0, 1.0], N * k)
+    lo2 = [a[rep] for a in lo]
+    hi2 = [a[rep] for a in hi]
+    sp2 = {i: s[rep] for i, s in split.items()}
+    for i in np.unique(c_layer):
+        r = np.flatnonzero(c_layer == i)
+        c = c_nrn[r]
+        sp2[i][r, c] = side[r]
+        lo2[i][r, c], hi2[i][r, c] = apply_split(lo2[i][r, c], hi2[i][r, c], side[r])
+    res = optimise(cb, C, d, xl[rep], xu[rep], lo2, hi2, split=sp2,
+                   alpha={i: a[rep] for i, a in alpha.items()} if alpha else None,
+                   beta={i: b[rep] for i, b in beta.items()} if beta else None, iterations=0)
+    lb = np.where(rows_open[rep], res.lb, np.inf).min(axis=1)  # worst open row
+    worse = lb.reshape(N, k, 2).min(axis=2)
+    worse = np.where(valid, worse, -np.inf)
+    best = np.argmax(worse, axis=1)
+    r = np.arange(N)
+    choice = np.stack([layer[r, best], nrn[r, best]], axis=1).astype(np.int64)
+    choice[~valid.any(axis=1)] = -1
+    return choice
