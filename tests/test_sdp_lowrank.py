@@ -10,8 +10,9 @@ from verifier.bounds.lp_program import relu_program
 from verifier.bounds.milp import milp_bounds
 from verifier.bounds.sdp import solve_dual
 from verifier.bounds.sdp_certificate import certify
-from verifier.bounds.sdp_lowrank import (LowRankOptions, _Problem, lbfgs, lowrank_bound,
+from verifier.bounds.sdp_lowrank import (LowRankOptions, lbfgs, lowrank_bound,
                                          recover_multipliers, sdp_lowrank_bounds)
+from verifier.bounds.sdp_operator import LowRankOperator
 from verifier.bounds.sdp_program import lift, reduce_program, sdp_data
 
 TOL = 1e-7
@@ -45,13 +46,19 @@ def test_lbfgs_minimises_a_convex_quadratic():
 
 def test_the_pattern_products_match_dense_ones():
     *_, data, start, _ = _row(0)
-    prob = _Problem(data)
+    prob = LowRankOperator(data)
     rng = np.random.default_rng(1)
     V = rng.standard_normal((data.n, 3))
     G = V @ V.T
     assert np.allclose(prob.values(V), data.constraint_values(G))
     w = rng.standard_normal(data.m)
     assert np.allclose(prob.mat_times(w, V), data.matrix(w) @ V)
+    assert np.allclose(prob.mat_times(w, V, const=False),
+                       (data.matrix(np.zeros(data.m)) - data.matrix(w)) @ V)
+    assert np.isclose(prob.objective(V), data.C0 @ G.reshape(-1))
+    R = rng.standard_normal(V.shape)
+    assert np.allclose(prob.sym_values(R, V), data.constraint_values(0.5 * (R @ V.T + V @ R.T)))
+    assert prob.lin.size > 0 and prob.quad.size > 0  # both kinds of constraint are present
 
 
 def test_least_squares_recovers_the_multipliers_of_the_full_sdp_solution():
@@ -61,7 +68,7 @@ def test_least_squares_recovers_the_multipliers_of_the_full_sdp_solution():
     M[0, 0] -= s
     ev, Q = np.linalg.eigh(M)
     V = Q[:, ev < 1e-6 * np.abs(ev).max()]  # the primal lives in M's null space
-    prob = _Problem(data)
+    prob = LowRankOperator(data)
     yr, sr = recover_multipliers(prob, V, y)
     cert = certify(data, yr, sr)
     assert cert.bound <= certify(data, y, s).bound + 1e-6  # both sound: no better than SDP

@@ -23,10 +23,10 @@ import cvxpy as cp
 import numpy as np
 
 from .lp import LPOptions, layer_bounds
-from .lp_program import (AffineMap, LayerBounds, RelaxationResult, as_batch_box,
+from .lp_program import (LayerBounds, RelaxationResult, as_batch_box,
                          core_intermediate, merge_intermediate, relu_program, spec_rows)
 from .sdp_certificate import certify
-from .sdp_program import reduce_program, sdp_data
+from .sdp_program import reduce_program, reduced_row, sdp_data
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def sdp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
             for sign, out in ((1.0, out_lo), (-1.0, out_hi)):
                 if sign < 0 and not options.upper:
                     continue
-                data = sdp_data(red, lo[b], hi[b], _reduced_row(red, i, sign),
+                data = sdp_data(red, lo[b], hi[b], reduced_row(red, i, sign),
                                 options.triangle)
                 y, s, status = solve_dual(data, options.solver)
                 statuses.append(status)
@@ -110,11 +110,3 @@ def sdp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
                 out[b, i] = sign * cert.bound
     stats = {"statuses": statuses, "seconds": time.perf_counter() - t0}
     return RelaxationResult(out_lo, out_hi, inter, stats)
-
-
-def _reduced_row(red, i: int, sign: float) -> AffineMap:
-    """Row i of the reduced objective, negated when ``sign`` < 0 (negation is exact)."""
-    r = red.output.row(i)
-    if sign > 0:
-        return r
-    return AffineMap({j: -W for j, W in r.blocks.items()}, -r.bias, r.err, r.bias_err)

@@ -13,8 +13,9 @@ inequalities)
                              + sum_eq (-y_i g_i + rho g_i^2 / 2),
 
 minimised over V's other rows by L-BFGS (its gradient is ``2 (C_0 - sum_i w_i G_i) V`` with
-``w_i = max(0, y_i - rho g_i)`` or ``y_i - rho g_i``: sparse products on the constraints'
-pattern, r columns at a time: r forward and backward passes), then ``y <- w`` and ``rho`` grows
+``w_i = max(0, y_i - rho g_i)`` or ``y_i - rho g_i``; ``sdp_operator`` evaluates ``g`` and this
+product from the constraints' star structure, r columns at a time: r forward and backward
+passes, never an n x n matrix), then ``y <- w`` and ``rho`` grows
 (up to a cap) while the violation does not fall fourfold. The start is an attack point
 (projected gradient on the network's own spec row), lifted to rank r with small noise.
 
@@ -33,9 +34,14 @@ the Lagrangian dual bound, valid for ANY y (derivation, scaling and floating-poi
 dense eigensolver and is confirmed by a Cholesky factorisation.
 
 Rank escalation (the Riemannian staircase of Boumal et al. 2016). If ``lambda_min`` is clearly
-negative, V is not a global optimum of the SDP; its eigenvector q is a descent direction in
-one more dimension: V <- [V, t q] and the augmented Lagrangian resumes. The best certificate
-over all rounds is returned (each one is valid on its own).
+negative once the violation is moderate (``escalate_viol``), V is not a global optimum of the
+SDP; the eigenvectors q of the most negative eigenvalues are descent directions in more
+dimensions: V <- [V, t q] and the augmented Lagrangian resumes. (Waiting for a small violation
+first was the main weakness on MNIST: the penalty is capped, the violation stalls near 1e-4,
+the rank stayed 2 and the certificate degraded as the primal converged.) The run stops at the
+target, the time limit, or when the best certificate stalls (``stall_tol`` over
+``stall_checks`` certificates). The best certificate over all rounds is returned (each one is
+valid on its own).
 """
 from __future__ import annotations
 
@@ -44,15 +50,14 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, lsmr
 
 from .lp import LPOptions, layer_bounds
 from .lp_program import (LayerBounds, RelaxationResult, as_batch_box, core_intermediate,
                          merge_intermediate, relu_program, spec_rows)
-from .sdp import _reduced_row
 from .sdp_certificate import certify
-from .sdp_program import lift, reduce_program, sdp_data
+from .sdp_operator import LowRankOperator
+from .sdp_program import lift, reduce_program, reduced_row, sdp_data
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +86,10 @@ class LowRankOptions:
     rounds_per_check: int = 2
     #: stop a rank's rounds once the constraint violation is below this
     feas_tol: float = 1e-7
-    #: escalate while lambda_min of the scaled certificate matrix is below -this
+    #: escalate while lambda_min of the scaled certificate matrix is below -this, once the
+    #: constraint violation is below escalate_viol
     eig_tol: float = 1e-7
+    escalate_viol: float = 1e-2
     #: seconds allowed per bound (None: none); the best certificate so far is returned
     time_limit: float | None = 60.0
     #: attack restarts for the warm start
@@ -91,103 +98,16 @@ class LowRankOptions:
     lp_all: bool = False
     #: stop early when the certified bound exceeds this (e.g. 0 for verification)
     target: float | None = None
+    #: stop when the best certified bound rose by at most stall_tol (1 + |bound|) over the
+    #: last stall_checks certificates
+    stall_tol: float = 1e-4
+    stall_checks: int = 3
     seed: int = 0
 
 
 # --------------------------------------------------------------------------------------------
 # the augmented Lagrangian
 # --------------------------------------------------------------------------------------------
-class _Problem:
-    """The constraint data with the products the solver needs, on the sparsity pattern of the
-    constraint matrices (the entries of ``G = V V'`` any ``G_i`` touches): ``g(V)`` costs one
-    row-wise product per pattern entry and ``M(w) V`` one sparse product, never an n x n dense
-    matrix."""
-
-    def __init__(self, data):
-        self.data = data
-        n = self.n = data.n
-        Gr = data.G_op.tocsr()
-        rows = np.flatnonzero(np.diff(Gr.indptr) > 0)
-        rows = np.union1d(rows, np.flatnonzero(data.C0))
-        self.rows = rows
-        self.p, self.q = rows // n, rows % n
-        # G's pattern entries from a few full rows of V V' (row 0 and the rows of the
-        # neurons, which every off-diagonal entry touches) and its diagonal
-        off = self.p != self.q
-        small = np.zeros(n, dtype=bool)
-        small[0] = True
-        small[data.offsets[1]:] = True
-        first = np.where(small[self.p], self.p, self.q)
-        second = np.where(small[self.p], self.q, self.p)
-        if np.any(off & ~small[first]):
-            small[np.unique(first[off & ~small[first]])] = True
-        self.small = np.flatnonzero(small)
-        pos = np.full(n, -1)
-        pos[self.small] = np.arange(self.small.size)
-        self._take = np.where(off, pos[first] * n + second, self.small.size * n + self.p)
-        self.Gp = Gr[rows]                  # (pattern, m)
-        self.GpT = self.Gp.T.tocsr()        # (m, pattern)
-        self.C0p = data.C0[rows]
-        self._csr = sp.csr_matrix((np.arange(rows.size, dtype=np.float64) + 1,
-                                   (self.p, self.q)), shape=(n, n))
-        # position of each pattern entry in the csr data array
-        self._slot = (self._csr.data - 1).astype(np.int64)
-        self.al = np.ones(data.m, dtype=bool)  # every constraint is in the Lagrangian
-        self.eq = data.equality
-
-    def gram(self, V, W=None) -> np.ndarray:
-        """The pattern entries of sym(V W') (W = V by default): the few rows it needs, the
-        diagonal, then a gather."""
-        if W is None:
-            rows = (V[self.small] @ V.T).ravel()
-            diag = np.einsum("ij,ij->i", V, V)
-        else:  # (V W' + W V')/2, whose pattern entries the adjoint needs
-            rows = 0.5 * (V[self.small] @ W.T + W[self.small] @ V.T).ravel()
-            diag = np.einsum("ij,ij->i", V, W)
-        return np.concatenate([rows, diag])[self._take]
-
-    def values(self, V):
-        """g_i(V) = <G_i, V V'> for all i."""
-        return self.GpT @ self.gram(V)
-
-    def times(self, vals, V):
-        """``S V`` for the n x n matrix S with pattern entries ``vals``."""
-        S = self._csr.copy()
-        S.data = vals[self._slot]
-        return S @ V
-
-    def mat_times(self, w, V, const: bool = True):
-        """``(C_0 - sum_i w_i G_i) V`` (``const=False``: ``(sum_i w_i G_i) V``)."""
-        vals = self.Gp @ w
-        return self.times(self.C0p - vals if const else vals, V)
-
-    def weights(self, g, y, rho):
-        """w_i = max(0, y_i - rho g_i) (inequalities), y_i - rho g_i (equalities)."""
-        w = y - rho * g
-        return np.where(self.eq, w, np.maximum(w, 0.0))
-
-    def lagrangian(self, V, y, rho):
-        GG = self.gram(V)
-        g = self.GpT @ GG
-        ineq = ~self.eq
-        t = y[ineq] - rho * g[ineq]
-        val = float(self.C0p @ GG)
-        val += float(np.sum(np.maximum(t, 0.0) ** 2 - y[ineq] ** 2)) / (2 * rho)
-        e = self.eq
-        val += float(np.sum(-y[e] * g[e] + 0.5 * rho * g[e] ** 2))
-        w = self.weights(g, y, rho)
-        return val, 2.0 * self.mat_times(w, V)
-
-    def violation(self, V) -> float:
-        g = self.values(V)
-        v_ineq = np.maximum(-g[~self.eq], 0.0).max(initial=0.0)
-        v_eq = np.abs(g[self.eq]).max(initial=0.0)
-        return float(max(v_ineq, v_eq))
-
-    def objective(self, V) -> float:
-        return float(self.C0p @ self.gram(V))
-
-
 def lbfgs(fg, z, iters: int, memory: int = 20, gtol: float = 1e-11, deadline=None):
     """Minimise a smooth function by L-BFGS (Nocedal & Wright, Alg. 7.4) with a backtracking
     Armijo line search; ``fg(z) -> (value, gradient)``. Returns the last iterate (at the
@@ -237,7 +157,7 @@ def lbfgs(fg, z, iters: int, memory: int = 20, gtol: float = 1e-11, deadline=Non
     return z
 
 
-def _minimise(prob: _Problem, V, y, rho, iters, gtol=1e-11, deadline=None):
+def _minimise(prob: LowRankOperator, V, y, rho, iters, gtol=1e-11, deadline=None):
     """Minimise the augmented Lagrangian over V's rows 1.. (row 0 stays e_1)."""
     n, r = V.shape
     head = V[:1].copy()
@@ -251,7 +171,7 @@ def _minimise(prob: _Problem, V, y, rho, iters, gtol=1e-11, deadline=None):
     return np.vstack([head, z.reshape(n - 1, r)])
 
 
-def recover_multipliers(prob: _Problem, V, y0, act_tol: float = 1e-5, maxiter: int = 300):
+def recover_multipliers(prob: LowRankOperator, V, y0, act_tol: float = 1e-5, maxiter: int = 300):
     """Least-squares multipliers (y, s) for ``(M(y) - s e0 e0') V = 0`` (module docstring):
     LSMR started from the augmented-Lagrangian values ``y0``, over the constraints that are
     active at V or carry a positive multiplier, signs projected afterwards."""
@@ -262,20 +182,20 @@ def recover_multipliers(prob: _Problem, V, y0, act_tol: float = 1e-5, maxiter: i
     y0 = data.project(y0)
     support = data.equality | (g <= act_tol * scale) | (y0 > 0)
     idx = np.flatnonzero(support)
-    Gs = prob.Gp[:, idx].tocsc()
-    GsT = Gs.T.tocsr()
 
     def mv(z):  # (y_idx, s) -> vec((G y) V + s e0 e1')
-        out = prob.times(Gs @ z[:-1], V)
+        w = np.zeros(data.m)
+        w[idx] = z[:-1]
+        out = prob.mat_times(w, V, const=False)
         out[0, 0] += z[-1]
         return out.reshape(-1)
 
-    def rmv(R):  # adjoint: <G_i, R V'> on the pattern
+    def rmv(R):  # adjoint: <G_i, sym(R V')>
         R = R.reshape(n, r)
-        return np.r_[GsT @ prob.gram(R, V), R[0, 0]]
+        return np.r_[prob.sym_values(R, V)[idx], R[0, 0]]
 
     op = LinearOperator((n * r, idx.size + 1), matvec=mv, rmatvec=rmv, dtype=np.float64)
-    rhs = prob.times(prob.C0p, V).reshape(-1)  # C0 V = (G y) V + s e0 e1'
+    rhs = prob.mat_times(np.zeros(data.m), V).reshape(-1)  # C0 V = (G y) V + s e0 e1'
     x0 = np.r_[y0[idx], 0.0]
     x0[-1] = rhs[0] - mv(x0)[0]  # the shift that zeroes the (0, 0) residual
     sol = lsmr(op, rhs, x0=x0, atol=1e-12, btol=1e-12, maxiter=maxiter)[0]
@@ -318,7 +238,7 @@ def lowrank_bound(data, v_start: np.ndarray, options: LowRankOptions | None = No
     t0 = time.perf_counter()
     deadline = None if options.time_limit is None else t0 + options.time_limit
     rng = np.random.default_rng(options.seed)
-    prob = _Problem(data)
+    prob = LowRankOperator(data)
     n = data.n
     r = max(1, options.rank)
     noise = 1e-2 * np.maximum(data.amax, 1e-3)[:, None]
@@ -331,6 +251,7 @@ def lowrank_bound(data, v_start: np.ndarray, options: LowRankOptions | None = No
     stats = {"rounds": 0, "certificates": 1, "rank": r}
     prev_viol = np.inf
     gtol = 1e-4
+    history = []  # the best bound after each certificate
     while True:
         for _ in range(options.rounds_per_check):
             V = _minimise(prob, V, y, rho, options.lbfgs_iters, gtol, deadline)
@@ -359,6 +280,7 @@ def lowrank_bound(data, v_start: np.ndarray, options: LowRankOptions | None = No
         for c in cands:
             if c.bound > best.bound:
                 best = c
+        history.append(best.bound)
         primal = prob.objective(V)
         log.debug("low-rank: rank %d rounds %d viol %.2e primal %.6f bound %.6f lam %.2e",
                   V.shape[1], stats["rounds"], viol, primal, cert.bound, cert.lambda_min)
@@ -371,7 +293,12 @@ def lowrank_bound(data, v_start: np.ndarray, options: LowRankOptions | None = No
         gap = primal - best.bound
         if viol < options.feas_tol and gap <= 1e-6 * (1.0 + abs(primal)):
             break
-        if (cert.lambda_min < -options.eig_tol and viol < 1e3 * options.feas_tol
+        k = options.stall_checks
+        if len(history) > k and np.isfinite(history[-k - 1]) and (
+                history[-1] - history[-k - 1] <= options.stall_tol * (1.0 + abs(history[-1]))):
+            stats["stalled"] = True
+            break
+        if (cert.lambda_min < -options.eig_tol and viol < options.escalate_viol
                 and V.shape[1] < options.max_rank and cert.eigvecs is not None):
             Q = cert.eigvecs[:, :min(options.rank_step, options.max_rank - V.shape[1])].copy()
             Q[0] = 0.0
@@ -425,7 +352,7 @@ def sdp_lowrank_bounds(net, lower, upper, C=None, d=None, intermediate=None,
             for sign, out in ((1.0, out_lo), (-1.0, out_hi)):
                 if sign < 0 and not options.upper:
                     continue
-                data = sdp_data(red, lo[b], hi[b], _reduced_row(red, i, sign), options.triangle)
+                data = sdp_data(red, lo[b], hi[b], reduced_row(red, i, sign), options.triangle)
                 x0, _ = attack_start(_objective_fn(net, C[i], d[i], sign), lo[b], hi[b],
                                      options.attack_starts, rng)
                 acts, _ = prog.forward(x0[None])

@@ -351,3 +351,12 @@ def lift(red: ReducedProgram, acts: list) -> np.ndarray:
     for k, U_k in enumerate(red.unstable):
         parts.append(acts[k + 1][:, U_k])
     return np.concatenate(parts, axis=1)
+
+
+def reduced_row(red: ReducedProgram, i: int, sign: float = 1.0) -> AffineMap:
+    """Row i of the reduced objective ``red.output``, negated when ``sign`` < 0 (to bound the
+    maximum as ``-min(-row)``; negation is exact)."""
+    r = red.output.row(i)
+    if sign > 0:
+        return r
+    return AffineMap({j: -W for j, W in r.blocks.items()}, -r.bias, r.err, r.bias_err)
