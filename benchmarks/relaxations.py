@@ -18,6 +18,10 @@ image. Timing is per image (seconds), on this machine, in this run.
     python benchmarks/relaxations.py --train            # train (or reuse) the two networks
     python benchmarks/relaxations.py                    # full run, writes relaxations.json
     python benchmarks/relaxations.py --images 20 --eps 0.1 --nets pgd   # a reduced run
+    python benchmarks/relaxations.py --eps 0.1 0.05 --budget 45   # as many images as fit
+
+Images are taken in order, each under every (network, eps) configuration before the next
+one, so that a run cut short by ``--budget`` has the same images in every row of the table.
 """
 from __future__ import annotations
 
@@ -109,7 +113,8 @@ def bound_image(net, x, label, eps, methods, sdp_time: float, pgd_ok: bool) -> d
             base = out.get("lp-all", {}).get("lower")
             lb = np.array(base if base is not None else np.full(9, -np.inf), dtype=float)
             todo = np.flatnonzero(lb <= 0) if pgd_ok else np.zeros(0, dtype=int)
-            for i in todo:  # rows LP-All did not prove, most promising first
+            todo = todo[np.argsort(lb[todo])]
+            for i in todo:  # rows LP-All did not prove, the hardest first (fails fast)
                 opts = LowRankOptions(upper=False, target=0.0,
                                       time_limit=max(1.0, sdp_time - (time.perf_counter() - t0)))
                 r = sdp_lowrank_bounds(net, lo, hi, C[i:i + 1], d[i:i + 1],
@@ -123,39 +128,47 @@ def bound_image(net, x, label, eps, methods, sdp_time: float, pgd_ok: bool) -> d
     return out
 
 
-def evaluate(net, X, y, eps, methods, images, sdp_time) -> dict:
-    """Certified counts and mean seconds per image of each method, and the PGD upper bound."""
-    rows = []
-    for idx in images:
-        x, label = X[idx], int(y[idx])
-        clean = bool(net(x[None]).reshape(-1).argmax() == label)
-        pgd_ok = clean and pgd_robust(net, x, label, eps)
-        res = bound_image(net, x, label, eps, methods, sdp_time, pgd_ok) if clean else {}
-        cert = {m: bool(clean and m in res and min(res[m]["lower"]) > 0) for m in methods}
-        for m, ok in cert.items():
-            if ok and not pgd_ok:
-                raise AssertionError(f"{m} certified image {idx} that PGD breaks: unsound")
-        rows.append({"image": int(idx), "clean": clean, "pgd": pgd_ok, "certified": cert,
-                     "seconds": {m: res[m]["seconds"] for m in res}})
-        log.info("eps %.3f image %d: pgd %s, %s", eps, idx, pgd_ok,
-                 " ".join(f"{m}={'Y' if cert[m] else '.'}" for m in methods))
+def evaluate_image(net, X, y, eps, methods, idx, sdp_time) -> dict:
+    """One image at one radius: clean and PGD verdicts, which methods certify it, seconds."""
+    x, label = X[idx], int(y[idx])
+    clean = bool(net(x[None]).reshape(-1).argmax() == label)
+    pgd_ok = clean and pgd_robust(net, x, label, eps)
+    res = bound_image(net, x, label, eps, methods, sdp_time, pgd_ok) if clean else {}
+    cert = {m: bool(clean and m in res and min(res[m]["lower"]) > 0) for m in methods}
+    for m, ok in cert.items():
+        if ok and not pgd_ok:
+            raise AssertionError(f"{m} certified image {idx} that PGD breaks: unsound")
+    log.info("eps %.3f image %d: pgd %s, %s", eps, idx, pgd_ok,
+             " ".join(f"{m}={'Y' if cert[m] else '.'}" for m in methods))
+    return {"image": int(idx), "clean": clean, "pgd": pgd_ok, "certified": cert,
+            "seconds": {m: res[m]["seconds"] for m in res}, "load": os.getloadavg()[0]}
+
+
+def summarize(rows, methods, sdp_time) -> dict:
+    """Certified fractions and mean seconds per image of each method, the PGD upper bound, the
+    gap closed by SDP-lowrank, and the 1-minute load average seen (min, mean, max)."""
     n = len(rows)
     summary = {"images": n, "clean": sum(r["clean"] for r in rows) / n,
-               "pgd": sum(r["pgd"] for r in rows) / n}
+               "pgd": sum(r["pgd"] for r in rows) / n,
+               "image_ids": [rows[0]["image"], rows[-1]["image"]], "sdp_time": sdp_time,
+               "load_average": [float(min(r["load"] for r in rows)),
+                                float(np.mean([r["load"] for r in rows])),
+                                float(max(r["load"] for r in rows))]}
     for m in methods:
         secs = [r["seconds"][m] for r in rows if m in r["seconds"]]
         summary[m] = {"certified": sum(r["certified"][m] for r in rows) / n,
-                      "seconds": float(np.mean(secs)) if secs else None}
+                      "seconds": float(np.mean(secs)) if secs else None,
+                      "max_seconds": float(np.max(secs)) if secs else None}
     if "lp-all" in methods and "sdp-lowrank" in methods:
         gap = summary["pgd"] - summary["lp-all"]["certified"]
         gain = summary["sdp-lowrank"]["certified"] - summary["lp-all"]["certified"]
         summary["gap_closed"] = gain / gap if gap > 0 else None
-    return {"summary": summary, "rows": rows}
+    return summary
 
 
 def table(results: dict, methods) -> str:
-    lines = [f"{'net':8s} {'eps':>6s} {'clean':>6s} {'PGD':>6s} "
-             + " ".join(f"{m:>17s}" for m in methods) + "  gap closed"]
+    lines = [f"{'net':8s} {'eps':>6s} {'images':>6s} {'clean':>6s} {'PGD':>6s} "
+             + " ".join(f"{m:>17s}" for m in methods) + "  gap closed  load (1 min)"]
     for key, res in results.items():
         s = res["summary"]
         net, eps = key.split("@")
@@ -164,9 +177,11 @@ def table(results: dict, methods) -> str:
             c, t = s[m]["certified"], s[m]["seconds"]
             cells.append(f"{100 * c:6.1f}% {t if t is not None else float('nan'):8.2f}s")
         gap = s.get("gap_closed")
-        lines.append(f"{net:8s} {float(eps):6.3f} {100 * s['clean']:5.1f}% {100 * s['pgd']:5.1f}% "
-                     + " ".join(f"{c:>17s}" for c in cells)
-                     + (f"  {gap:.2f}" if gap is not None else "  -"))
+        load = s.get("load_average")
+        lines.append(f"{net:8s} {float(eps):6.3f} {s['images']:6d} {100 * s['clean']:5.1f}% "
+                     f"{100 * s['pgd']:5.1f}% " + " ".join(f"{c:>17s}" for c in cells)
+                     + (f"  {gap:10.2f}" if gap is not None else "           -")
+                     + (f"  {load[0]:.1f}-{load[2]:.1f} (mean {load[1]:.1f})" if load else ""))
     return "\n".join(lines)
 
 
@@ -181,6 +196,7 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--sdp-time", type=float, default=240.0,
                     help="seconds of low-rank SDP per image (all its rows together)")
+    ap.add_argument("--budget", type=float, help="minutes: start no new image after this")
     ap.add_argument("--out", default=str(RESULTS / "relaxations.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -189,14 +205,21 @@ def main(argv=None):
     nets = {name: network(name, X, y, args.retrain) for name in args.nets}
     if args.train:
         return 0
-    results = {}
-    images = range(args.start, args.start + args.images)
-    for name, net in nets.items():
-        for eps in args.eps:
-            results[f"{name}@{eps}"] = evaluate(net, X, y, eps, args.methods, images,
-                                                args.sdp_time)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(results, indent=1))
+    configs = [(name, eps) for name in nets for eps in args.eps]
+    rows = {f"{name}@{eps}": [] for name, eps in configs}
+    t_start = time.perf_counter()
+    # image-major: every configuration sees the same images whenever the budget runs out
+    for idx in range(args.start, args.start + args.images):
+        if args.budget is not None and time.perf_counter() - t_start > 60 * args.budget:
+            log.info("budget of %.0f min used: stopping before image %d", args.budget, idx)
+            break
+        for name, eps in configs:
+            rows[f"{name}@{eps}"].append(evaluate_image(nets[name], X, y, eps, args.methods,
+                                                        idx, args.sdp_time))
+        results = {key: {"summary": summarize(r, args.methods, args.sdp_time), "rows": r}
+                   for key, r in rows.items()}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
     print(table(results, args.methods))
     print("ratio: certified fraction of each method / PGD upper bound; gap closed = "
           "(SDP-lowrank - LP-All) / (PGD - LP-All)")

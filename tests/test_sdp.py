@@ -101,3 +101,13 @@ def test_sdp_bounds_are_sound_and_with_cuts_never_looser_than_the_lp(seed):
                          options=SDPOptions(triangle=False, upper=False))
     assert np.all(no_cuts.lower <= exact.lower + TOL)
     assert np.all(no_cuts.lower <= sdp.lower + 1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
+def test_a_full_sdp_stopped_by_its_time_limit_still_gives_a_sound_bound():
+    net = random_mlp([3, 7, 6, 2], seed=0)
+    lo, hi = np.array([-0.3, -0.2, 0.0]), np.array([0.3, 0.4, 0.6])
+    r = sdp_bounds(net, lo, hi, options=SDPOptions(time_limit=1e-3))
+    assert set(r.stats["statuses"]) == {"user_limit"}
+    exact = milp_bounds(net, lo, hi)
+    assert np.all(r.lower <= exact.lower + TOL) and np.all(r.upper >= exact.upper - TOL)

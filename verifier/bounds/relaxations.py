@@ -65,15 +65,16 @@ def options_class(method: str) -> type:
 
 def budget_options(method: str, seconds: float, rows: int = 1):
     """Options of ``method`` for the verification pipeline: lower bounds only, and solver time
-    limits that keep one call near ``seconds`` for ``rows`` rows (the full SDP has no time
-    limit of its own). The low-rank SDP stops a row once its bound is positive (proven)."""
+    limits that keep one call near ``seconds`` for ``rows`` rows (building the problems and the
+    LP-All tightening's last solve come on top). The low-rank SDP stops a row once its bound
+    is positive (proven)."""
     s = max(float(seconds), 1e-3)
     per_row = max(s / max(int(rows), 1), 1e-3)
     cls = options_class(method)
     limits = {"lp": dict(time_limit=per_row),
               "lp-all": dict(tighten=True, time_limit=per_row, tighten_time_limit=0.5 * s),
               "milp": dict(time_limit=per_row),
-              "sdp": {},
+              "sdp": dict(time_limit=per_row),
               "sdp-lowrank": dict(time_limit=per_row, target=0.0)}[method]
     return cls(upper=False, **limits)
 

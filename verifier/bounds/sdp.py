@@ -45,11 +45,15 @@ class SDPOptions:
     lp_all: bool = False
     #: refuse problems whose PSD block is larger than this (memory and time)
     max_size: int = 600
+    #: seconds allowed to one solve (None: none); a stopped solve still gives a valid bound
+    time_limit: float | None = None
 
 
-def solve_dual(data, solver: str = "CLARABEL") -> tuple[np.ndarray, float, str]:
-    """Solve the dual SDP of ``data`` (module docstring): returns (y, s, solver status). The
-    values may be inaccurate; ``certify`` makes them a valid bound."""
+def solve_dual(data, solver: str = "CLARABEL",
+               time_limit: float | None = None) -> tuple[np.ndarray, float, str]:
+    """Solve the dual SDP of ``data`` (module docstring) within ``time_limit`` seconds (None: no
+    limit): returns (y, s, solver status). The values may be inaccurate or missing (zeros);
+    ``certify`` makes them a valid bound."""
     n, m = data.n, data.m
     y = cp.Variable(m)
     s = cp.Variable()
@@ -61,8 +65,12 @@ def solve_dual(data, solver: str = "CLARABEL") -> tuple[np.ndarray, float, str]:
     if ineq.size:
         cons.append(y[ineq] >= 0)
     prob = cp.Problem(cp.Maximize(s), cons)
+    opts = {}
+    if time_limit is not None:
+        opts = {"time_limit": float(time_limit)} if solver == "CLARABEL" else {
+            "time_limit_secs": float(time_limit)}
     try:
-        prob.solve(solver=solver)
+        prob.solve(solver=solver, **opts)
     except cp.error.SolverError as exc:
         log.warning("SDP solver %s failed: %s", solver, exc)
         return np.zeros(m), 0.0, "solver_error"
@@ -104,7 +112,7 @@ def sdp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
                     continue
                 data = sdp_data(red, lo[b], hi[b], reduced_row(red, i, sign),
                                 options.triangle)
-                y, s, status = solve_dual(data, options.solver)
+                y, s, status = solve_dual(data, options.solver, options.time_limit)
                 statuses.append(status)
                 cert = certify(data, y, s)
                 out[b, i] = sign * cert.bound
