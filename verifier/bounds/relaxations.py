@@ -45,8 +45,10 @@ RELAXATION_METHODS = ("lp", "lp-all", "milp", "sdp", "sdp-lowrank")
 _SPLITTABLE = ("lp", "lp-all")
 # module, entry function, options class of each method (imported when first used: the SDP
 # modules load cvxpy, which a process bounding by CROWN alone need not pay for)
-_WHERE = {"lp": ("lp", "lp_bounds", "LPOptions"), "lp-all": ("lp", "lp_all_bounds", "LPOptions"),
-          "milp": ("milp", "milp_bounds", "MILPOptions"), "sdp": ("sdp", "sdp_bounds", "SDPOptions"),
+_WHERE = {"lp": ("lp", "lp_bounds", "LPOptions"),
+          "lp-all": ("lp", "lp_all_bounds", "LPOptions"),
+          "milp": ("milp", "milp_bounds", "MILPOptions"),
+          "sdp": ("sdp", "sdp_bounds", "SDPOptions"),
           "sdp-lowrank": ("sdp_lowrank", "sdp_lowrank_bounds", "LowRankOptions")}
 
 
@@ -111,9 +113,9 @@ def relaxation_bounds(net, l0: np.ndarray, u0: np.ndarray, C3: np.ndarray, d2: n
     """Bounds of ``C y - d`` by the relaxation ``method`` (module docstring).
 
     l0, u0: (B, n) boxes; C3: (1 or B, k, m); d2: (1 or B, k); options: the method's options
-    class (``options_class``; defaults when None); intermediate: also return ``Bounds`` of every node
-    (B, *shape): CROWN's, with the pre-activation nodes of the ReLUs intersected with the
-    relaxation's (LP-tightened for "lp-all"); splits, known: as ``compute``.
+    class (``options_class``; defaults when None); intermediate: also return ``Bounds`` of
+    every node (B, *shape): CROWN's, with the pre-activation nodes of the ReLUs intersected
+    with the relaxation's (LP-tightened for "lp-all"); splits, known: as ``compute``.
     Returns ``BoundResult`` (lower, upper (B, k)); boxes emptied by their splits get +inf/-inf."""
     from . import compute  # noqa: PLC0415 (the package imports this module)
     from .lp import LPOptions, lp_bounds  # noqa: PLC0415

@@ -7,7 +7,8 @@ Every constraint matrix of ``sdp_program`` is a *star*: its entries lie in row a
 symmetric ``S``, ``<G_i, S> = h_i' S[:, a] + kappa_i S_00``. Two kinds:
 
 * *linear* constraints (centre 0: lo, hi, relu, tri, actlo, acthi, and the objective ``C_0``),
-  held as one sparse matrix ``Q`` (m_lin, n) (dense rows but for the coordinate bounds): ``g_lin(V) = Q (V V[0]')``, and
+  held as one sparse matrix ``Q`` (m_lin, n) (its rows are dense but for the coordinate
+  bounds): ``g_lin(V) = Q (V V[0]')``, and
   ``(sum_lin w_i G_i) V = L(Q'w) V`` with ``L(u) V = (e0 (u'V) + u V[0]) / 2``;
 * *quadratic* ones (box: centre i; complementarity: centre a, the neuron), held as a sparse
   ``H`` (m_quad, n) with centres ``a``: ``g_i(V) = (H V)_i . V[a_i] + kappa_i V[0].V[0]``, and
