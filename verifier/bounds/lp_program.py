@@ -180,7 +180,8 @@ def _gather(e: _Expr, index: np.ndarray, fill: float = 0.0) -> _Expr:
 
 
 def _linear_rows(e: _Expr, W: np.ndarray, b: np.ndarray, shape_in: tuple) -> _Expr:
-    """``y[..., i] = sum_l W[i, l] x[..., l] + b[i]`` on expression rows (last axis of shape_in)."""
+    """``y[..., i] = sum_l W[i, l] x[..., l] + b[i]`` on expression rows (last axis of
+    shape_in)."""
     m, n = W.shape
     L = int(np.prod(shape_in[:-1], dtype=np.int64))
     g = gamma(n + 1)

@@ -16,8 +16,8 @@ trace of the (scaled) lifted matrix ``w w'``; the centring makes a negative eige
 ``h_i^2`` per coordinate instead of ``max(lo_i^2, hi_i^2)``. ``s`` is chosen by a 1-D search
 (``lambda_min(Mbar_s)`` is concave in s: the rank-one secular equation on one
 eigendecomposition gives it cheaply for every s); above ``SEARCH_MAX`` coordinates a shift
-given by the caller (the low-rank solver's least-squares one) is used as it is. A second, often much cheaper, cover of the
-negative part ``N`` of ``Mbar_s``: with ``delta_i = sum_j |N_ij|``, ``diag(delta) + N`` is
+given by the caller (the low-rank solver's least-squares one) is used as it is. A second,
+often much cheaper, cover of the negative part ``N`` of ``Mbar_s``: with ``delta_i = sum_j |N_ij|``, ``diag(delta) + N`` is
 diagonally dominant, so ``Mbar_s + diag(delta) >= 0`` (confirmed by Cholesky, like lambda_min)
 and ``w'Mbar_s w >= -sum_i delta_i``; it charges only the coordinates the negative eigenvectors
 touch. The larger of the two bounds is reported (both are valid).
