@@ -103,3 +103,14 @@ def test_sdp_lowrank_bounds_entry_point_is_sound():
     assert np.all(r.lower <= exact.lower + TOL) and np.all(r.upper >= exact.upper - TOL)
     vals = net(samples(lo, hi, 500, 4))
     assert np.all(vals >= r.lower) and np.all(vals <= r.upper)
+
+
+def test_the_low_rank_run_escalates_and_stops_by_itself_once_the_certificate_stalls():
+    # before: the rank only grew once the violation was below 1e-4 and the run only stopped at
+    # its time limit (or after al_rounds * max_rank rounds), so a tiny net took a minute a row
+    net, lo, hi, C, d, data, start, vals = _row(2, sizes=(3, 5, 4, 2))
+    cert, stats = lowrank_bound(data, start, LowRankOptions(time_limit=None))
+    assert stats.get("stalled") and stats["rounds"] < 100 and stats["rank"] > 2
+    y, s, _ = solve_dual(data)
+    full = certify(data, y, s).bound
+    assert full - 0.01 * max(abs(full), 0.1) <= cert.bound <= full + 1e-5
