@@ -60,6 +60,10 @@ class VerifyOptions:
     attack: AttackOptions = field(default_factory=lambda: AttackOptions(rounds=1))
     #: most of the timeout the first attack may take
     attack_share: float = 0.2
+    #: PGD rounds of a second attack, run when the incomplete bounds leave pairs open (before
+    #: branch and bound, within ``attack_share`` of the time left): near-boundary
+    #: counterexamples such as ACAS Xu 5_3 property 2 need more starts than the first attack's
+    second_attack_rounds: int = 20
     #: PGD rounds of the last attack, run when bounds and branch and bound left the question open
     final_attack_rounds: int = 20
     #: options objects passed to ``verifier.bounds.compute`` per method (None: its defaults)
@@ -192,6 +196,15 @@ class _Pipeline:
             self._progress(m)
             if self._bound(m) and not self.open_pairs():
                 return Result("unsat", margin=self.margin(), method=m)
+        if self.opts.second_attack_rounds > 0 and not self.expired():
+            opt = replace(self.opts.attack, rounds=self.opts.second_attack_rounds,
+                          seed=self.opts.attack.seed + 2)
+            now = time.monotonic()
+            ce = self._attack(opt, min(self.deadline,
+                                       now + self.opts.attack_share * (self.deadline - now)),
+                              probe=False)
+            if ce is not None:
+                return self._sat(ce, "attack")
         result = self._branch_and_bound()
         if result is not None and result.status in ("sat", "unsat"):
             return result
