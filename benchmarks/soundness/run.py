@@ -3,8 +3,8 @@ method of our verifier on it through the harness.
 
     python benchmarks/soundness/run.py generate [--out DIR] [--workers 2] [--seed 0]
     python benchmarks/soundness/run.py audit [--out DIR]
-    python benchmarks/soundness/run.py verify [--out DIR] [--timeout 10] [--workers 2]
-                                              [--methods auto,ibp,...]
+    python benchmarks/soundness/run.py verify [--out DIR] [--timeout 10] [--grace 2]
+                                              [--workers 2] [--methods auto,ibp,...]
 
 ``generate`` writes the benchmark to ``DIR`` (default ``benchmarks/soundness/bench``, not
 committed) and ``results/generate.json`` (time, models, kept and dropped points). ``audit``
@@ -84,10 +84,12 @@ def cmd_verify(args) -> None:
     methods = args.methods.split(",") if args.methods else list(METHODS)
     tools = [VerifierTool(m) for m in methods]
     t0 = time.perf_counter()
-    report = run_harness(args.out, tools, HERE / "harness_out",
-                         HarnessOptions(timeout=args.timeout, workers=args.workers))
+    report = run_harness(args.out, tools, Path(args.out) / "harness_out",
+                         HarnessOptions(timeout=args.timeout, grace=args.grace,
+                                        workers=args.workers))
     table = format_report(report)
-    _save("harness.json", {"timeout": args.timeout, "workers": args.workers,
+    _save("harness.json", {"timeout": args.timeout, "grace": args.grace,
+                           "workers": args.workers,
                            "seconds": round(time.perf_counter() - t0, 1),
                            "summaries": {n: t["summary"] for n, t in report["tools"].items()},
                            "table": table})
@@ -101,6 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per instance (verify)")
+    p.add_argument("--grace", type=float, default=2.0,
+                   help="seconds past the timeout before a run is killed (verify)")
     p.add_argument("--methods", help="comma-separated methods (verify; default: all)")
     args = p.parse_args(argv)
     if args.step == "audit" and args.seed == 0:

@@ -85,8 +85,8 @@ def generate_model(index: int, opts: GenerateOptions, out: Path, progress=None) 
     r = opts.data_range
     n_planted = opts.planted if spec.planted is None else spec.planted
     n_clean = opts.clean if spec.clean is None else spec.clean
-    plant_opts = opts.plant if spec.rounds is None else dataclasses.replace(opts.plant,
-                                                                             rounds=spec.rounds)
+    changes = {k: getattr(spec, k) for k in ("rounds", "lr") if getattr(spec, k) is not None}
+    plant_opts = dataclasses.replace(opts.plant, **changes) if changes else opts.plant
     points = make_points(spec.input_shape, n_planted, n_clean, spec.eps, r, seed=s_data)
     props, lo, hi = boxes(points, spec.eps, r)
     _check_inside(points, lo, hi, spec.eps)

@@ -45,8 +45,9 @@ class ModelSpec:
     residual: residual blocks (needs an odd ``depth`` >= 3: one layer, then blocks of two).
     pool: a 2x2 average pooling (stride 1) after the convolutions (CNN only).
     dense: units of the CNN's hidden Linear layer.
-    planted / clean / rounds: this model's number of planted and clean points and of training
-    rounds, when they differ from the configuration's (None: the configuration's).
+    planted / clean / rounds / lr: this model's number of planted and clean points, of training
+    rounds, and its learning rate, when they differ from the configuration's (None: the
+    configuration's; smooth activations need a larger step to make sharp features).
     """
 
     name: str
@@ -62,6 +63,7 @@ class ModelSpec:
     planted: int | None = None
     clean: int | None = None
     rounds: int | None = None
+    lr: float | None = None
 
     def __post_init__(self):
         if self.kind not in ("mlp", "cnn"):
