@@ -52,18 +52,21 @@ def cmd_generate(args) -> None:
                      "clean": sum(not i["planted"] for i in kept), "dropped": len(dropped),
                      "drop_reasons": sorted({d["reason"] for d in dropped}),
                      "rounds": model["training"][-1]["round"] if model["training"] else 0,
-                     "seconds": model["seconds"]})
+                     "seconds": model["seconds"], "cpu_seconds": model.get("cpu_seconds")})
+    cpu = sum(r["cpu_seconds"] or 0.0 for r in rows)
     out = {"seed": args.seed, "workers": args.workers, "cpus": os.cpu_count(),
-           "seconds": round(seconds, 1), "summary": m["summary"], "models": rows}
+           "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+           "load_average": os.getloadavg(), "summary": m["summary"], "models": rows}
     _save("generate.json", out)
-    print(f"{'model':<34}{'planted':>9}{'clean':>7}{'dropped':>9}{'rounds':>8}{'seconds':>9}")
+    print(f"{'model':<34}{'planted':>9}{'clean':>7}{'dropped':>9}{'rounds':>8}{'seconds':>9}"
+          f"{'CPU s':>8}")
     for r in rows:
         print(f"{r['model']:<34}{r['planted_kept']:>9}{r['clean']:>7}{r['dropped']:>9}"
-              f"{r['rounds']:>8}{r['seconds']:>9.0f}")
+              f"{r['rounds']:>8}{r['seconds']:>9.0f}{r['cpu_seconds'] or 0:>8.0f}")
     s = m["summary"]
     print(f"{s['models']} models, {s['planted']} planted instances kept, {s['clean']} clean, "
           f"{s['dropped']} dropped; generated in {seconds / 60:.1f} min with {args.workers} "
-          "workers")
+          f"workers ({cpu / 60:.1f} CPU-min in the models)")
 
 
 def cmd_audit(args) -> None:

@@ -22,13 +22,13 @@ from .plant import PlantOptions
 #: together.
 DEFAULT_MODELS = (
     ModelSpec("cnn_relu_3x5x5_2c4_pool_e05", "cnn", (3, 5, 5), 2, 4, "relu", 0.05, pool=True,
-              dense=16, planted=6, clean=2, rounds=1200),
+              dense=16, planted=6, clean=2, rounds=1000),
     ModelSpec("cnn_relu_1x5x5_res3c4_e05", "cnn", (1, 5, 5), 3, 4, "relu", 0.05,
-              residual=True, dense=16, planted=6, clean=2, rounds=1200),
+              residual=True, dense=16, planted=6, clean=2, rounds=1000),
     ModelSpec("mlp_tanh_2x64_e05", "mlp", (10,), 2, 64, "tanh", 0.05, planted=8, clean=2,
               lr=3e-2),
     ModelSpec("mlp_sigmoid_2x64_e05", "mlp", (10,), 2, 64, "sigmoid", 0.05, planted=8,
-              clean=2, lr=5e-2),
+              clean=2, lr=1e-1),
     ModelSpec("mlp_relu_2x32_e05", "mlp", (10,), 2, 32, "relu", 0.05),
     ModelSpec("mlp_relu_2x64_e05", "mlp", (10,), 2, 64, "relu", 0.05),
     ModelSpec("mlp_relu_3x64_e05", "mlp", (10,), 3, 64, "relu", 0.05),
@@ -46,7 +46,7 @@ class GenerateOptions:
 
     seed: the seed everything derives from (0).
     models: the architectures and radii (``DEFAULT_MODELS``).
-    planted / clean: points per model with a planted counterexample / without (24 / 3), unless
+    planted / clean: points per model with a planted counterexample / without (32 / 2), unless
     a model says otherwise (``ModelSpec.planted`` / ``clean``).
     threshold: the least logit margin ``z_t - z_y`` a planted counterexample must have on
     onnxruntime (0.01).
@@ -60,8 +60,8 @@ class GenerateOptions:
 
     seed: int = 0
     models: tuple[ModelSpec, ...] = DEFAULT_MODELS
-    planted: int = 24
-    clean: int = 3
+    planted: int = 32
+    clean: int = 2
     threshold: float = 0.01
     data_range: float = 0.1
     timeout: float = 60.0

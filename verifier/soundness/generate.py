@@ -17,8 +17,9 @@ the number of workers):
    ``benchmark/instances.csv``; and apart from them ``answers/<model>_<k>.counterexample`` (the
    counterexample in VNN-COMP results format, as onnxruntime computes it) and
    ``answers/manifest.json`` (seed, recipe, models, every instance with ``planted`` true/false,
-   margins, attack results, and the dropped points with the reason). Every answer file is read
-   back and replayed against the VNN-LIB file as written before it counts.
+   margins, attack results, and the dropped points with the reason; each model's entry is also
+   written to ``answers/parts/<model>.json`` as soon as the model is done). Every answer file
+   is read back and replayed against the VNN-LIB file as written before it counts.
 
 Clean instances are recorded as "no counterexample planted": nothing is claimed about them.
 """
@@ -80,7 +81,7 @@ def generate_model(index: int, opts: GenerateOptions, out: Path, progress=None) 
     """Steps 1-4 of the module for model ``opts.models[index]``; returns its manifest entry
     ``{"model": ..., "instances": [...], "dropped": [...]}``."""
     spec = opts.models[index]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     s_data, s_init, s_train, s_attack = _seeds(opts.seed, index)
     r = opts.data_range
     n_planted = opts.planted if spec.planted is None else spec.planted
@@ -143,8 +144,14 @@ def generate_model(index: int, opts: GenerateOptions, out: Path, progress=None) 
              sum(i["planted"] for i in instances), len(pl), N - len(pl), seconds)
     model = {"name": spec.name, "spec": {k: v for k, v in vars(spec).items()},
              "description": spec.describe(), "onnx": onnx_rel, "seconds": round(seconds, 2),
-             "training": history}
-    return {"model": model, "instances": instances, "dropped": dropped}
+             "cpu_seconds": round(time.process_time() - c0, 2), "training": history}
+    part = {"model": model, "instances": instances, "dropped": dropped}
+    # the model's manifest entry, written as soon as it is done: a long generation that is
+    # stopped keeps what it finished (``answers/parts/`` is read by nothing else)
+    parts_dir = out / "answers" / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    (parts_dir / f"{spec.name}.json").write_text(json.dumps(part, indent=1))
+    return part
 
 
 def _drop_reason(confirmed, found, found_by, ort_margin, centre_margin, threshold) -> str:
