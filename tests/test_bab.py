@@ -14,6 +14,7 @@ from verifier.search.bab import BabOptions, branch_and_bound
 from verifier.search.bab_chain import as_relu_chain
 from verifier.search.bab_crown import ChainBounder, optimise
 from verifier.search.bab_forward import ForwardState
+from verifier.search.bab_input import mixture_rows
 from verifier.search.replay import Replay
 
 
@@ -156,6 +157,21 @@ def test_optimised_bounds_are_at_least_the_starting_ones_and_beta_gradients_are_
     lb1, _ = cb.backward(top, C[None], -d[None], xl, xu, lo, hi, alpha=alpha,
                          beta={0: beta[0] + step}, split=split)
     np.testing.assert_allclose(lb1 - lb0, (gb[0] * step).sum(axis=2), atol=1e-9)
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_a_mixture_row_never_exceeds_the_largest_row_of_its_conjunction(pairs):
+    rng = np.random.default_rng(3)
+    C, d = rng.normal(size=(4, 5)), rng.normal(size=4)
+    Cm, dm = mixture_rows(C, d, pairs=pairs)
+    assert Cm.shape[0] == (4 + 6 + 1 if pairs else 4 + 1)
+    assert np.array_equal(Cm[:4], C) and np.array_equal(dm[:4], d)
+    Y = rng.normal(size=(1000, 5)) * 10
+    rows = Y @ C.T - d
+    mixed = Y @ Cm[4:].T - dm[4:]
+    assert np.all(mixed <= rows.max(axis=1, keepdims=True) + 1e-9)
+    one = mixture_rows(C[:1], d[:1])  # a single row: nothing to mix
+    assert one[0].shape == (1, 5)
 
 
 # -- answers agree with exact MILP ------------------------------------------------------------

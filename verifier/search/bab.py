@@ -45,6 +45,9 @@ class BabOptions:
     #: which boxes are split next: "best" (lowest bound first: finds counterexamples early)
     #: or "depth" (the most recent children first: least memory)
     input_order: str = "best"
+    #: also bound averages of a conjunction's rows (``bab_input.mixture_rows``): "mean" (of
+    #: all), "pairs" (of every pair, and of all) or "none"
+    input_mixtures: str = "pairs"
     #: candidate dimensions per box (all when the input has no more values)
     input_lookahead: int = 8
     #: a dimension is not bisected while it is this many times narrower (relative to the
@@ -92,6 +95,8 @@ class BabOptions:
     def __post_init__(self):
         if self.split not in ("auto", "input", "relu"):
             raise ValueError(f"unknown split {self.split!r}")
+        if self.input_mixtures not in ("none", "mean", "pairs"):
+            raise ValueError(f"unknown input_mixtures {self.input_mixtures!r}")
         if self.relu_intermediate not in ("none", "first", "crown"):
             raise ValueError(f"unknown relu_intermediate {self.relu_intermediate!r}")
         if self.branching not in ("babsr", "fsb"):

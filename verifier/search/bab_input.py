@@ -26,6 +26,24 @@ from .branching import input_scores
 log = logging.getLogger(__name__)
 
 
+def mixture_rows(C: np.ndarray, d: np.ndarray, pairs: bool = True, max_rows: int = 6):
+    """A conjunction's rows ``C y - d <= 0`` (k, m), (k,) with, when 2 <= k <= ``max_rows``, the
+    average of all rows appended (and with ``pairs`` the average of every pair of rows).
+
+    The conjunction is refuted at x when some row is > 0 there; a convex combination
+    ``sum_j l_j (C_j y - d_j)`` (``l >= 0``, ``sum l = 1``) is at most the largest row, so a box
+    on which its lower bound is > 0 refutes the conjunction too. Near the point where several
+    rows are equal (where ``max_j`` of the rows is smallest: ACAS Xu's property 2 margins), no
+    single row is positive over a box around it, but their average can be."""
+    k = C.shape[0]
+    if k < 2 or k > max_rows:
+        return C, d
+    ij = [(i, j) for i in range(k) for j in range(i + 1, k)] if pairs and k > 2 else []
+    Cm = [0.5 * (C[i] + C[j]) for i, j in ij] + [C.mean(axis=0)]
+    dm = [0.5 * (d[i] + d[j]) for i, j in ij] + [d.mean()]
+    return np.concatenate([C, np.array(Cm)]), np.concatenate([d, np.array(dm)])
+
+
 class InputSplitSearch:
     """Input-split search over one case. ``run()`` returns "unsat", "sat" (``self.ce`` set),
     "timeout" or "unknown" (a box could not be split further)."""
@@ -37,11 +55,17 @@ class InputSplitSearch:
         self.method = method
         Cs = [case.unsafe[j].C for j in conj]
         ds = [case.unsafe[j].d for j in conj]
+        base = [np.ones(c.shape[0], dtype=bool) for c in Cs]
+        if options.input_mixtures != "none":
+            Cs, ds = zip(*(mixture_rows(C, d, pairs=options.input_mixtures == "pairs")
+                           for C, d in zip(Cs, ds)))
         self.C = np.concatenate(Cs, axis=0)
         self.d = np.concatenate(ds, axis=0)
         self.J = len(conj)
         # row -> position of its conjunction among the open ones
         self.row_conj = np.concatenate([np.full(c.shape[0], k) for k, c in enumerate(Cs)])
+        # the spec's own rows (the mixtures are left out of the cheap lookahead bounds)
+        self.base = np.concatenate([np.pad(b, (0, c.shape[0] - b.size)) for b, c in zip(base, Cs)])
         self.empty_conj = np.array([c.shape[0] == 0 for c in Cs])
         self.ce = None
         self.full = None
@@ -238,6 +262,14 @@ class InputSplitSearch:
             return cb.interval_rows(self.C, self.d, lo[-1], hi[-1]), None
         cb.intermediate(xl, xu, lo, hi, forward=xl.shape[1] <= self.opt.forward_max_dim,
                         crown=not cheap)
+        if cheap and not self.base.all():
+            res = optimise(cb, self.C[self.base], self.d[self.base], xl, xu, lo, hi,
+                           iterations=0)
+            lb = np.full((xl.shape[0], self.C.shape[0]), -np.inf)
+            lb[:, self.base] = res.lb
+            lam0 = np.zeros((xl.shape[0],) + self.C.shape[:1] + xl.shape[1:])
+            lam0[:, self.base] = res.pas.lam0
+            return lb, lam0
         res = optimise(cb, self.C, self.d, xl, xu, lo, hi, iterations=0)
         lb, lam0 = res.lb, res.pas.lam0
         iters = self.opt.input_alpha_iterations if self.method in ("auto", "alpha-crown") else 0
