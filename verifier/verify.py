@@ -60,10 +60,13 @@ class VerifyOptions:
     attack: AttackOptions = field(default_factory=lambda: AttackOptions(rounds=1))
     #: most of the timeout the first attack may take
     attack_share: float = 0.2
-    #: PGD rounds of a second attack, run when the incomplete bounds leave pairs open (before
-    #: branch and bound, within ``attack_share`` of the time left): near-boundary
-    #: counterexamples such as ACAS Xu 5_3 property 2 need more starts than the first attack's
+    #: PGD rounds of a second attack, run before branch and bound (within ``attack_share`` of
+    #: the time left) when the first attack came close: its best margin is below
+    #: ``second_attack_ratio`` times the size of the best proven lower bound (a near-boundary
+    #: counterexample, such as ACAS Xu 5_3 property 2's, needs more starts than the first
+    #: attack's; elsewhere the rounds would only cost time)
     second_attack_rounds: int = 20
+    second_attack_ratio: float = 0.01
     #: PGD rounds of the last attack, run when bounds and branch and bound left the question open
     final_attack_rounds: int = 20
     #: options objects passed to ``verifier.bounds.compute`` per method (None: its defaults)
@@ -196,7 +199,7 @@ class _Pipeline:
             self._progress(m)
             if self._bound(m) and not self.open_pairs():
                 return Result("unsat", margin=self.margin(), method=m)
-        if self.opts.second_attack_rounds > 0 and not self.expired():
+        if self._came_close() and not self.expired():
             opt = replace(self.opts.attack, rounds=self.opts.second_attack_rounds,
                           seed=self.opts.attack.seed + 2)
             now = time.monotonic()
@@ -219,6 +222,14 @@ class _Pipeline:
         if result is not None and result.message:
             why += f"; branch and bound: {result.message}"
         return self._undecided(why)
+
+    def _came_close(self) -> bool:
+        """Whether the first attack's best margin is small next to the bounds' gap (see
+        ``VerifyOptions.second_attack_ratio``)."""
+        best, lb = self.stats.get("attack_margin"), self.margin()
+        if self.opts.second_attack_rounds <= 0 or best is None or lb is None or lb >= 0:
+            return False
+        return best <= self.opts.second_attack_ratio * abs(lb)
 
     def _bound(self, method: str) -> bool:
         """Bound the open pairs with ``method``; False if the model has an op it cannot handle
