@@ -163,3 +163,27 @@ def test_lp_all_tightens_intermediate_bounds_soundly():
         assert np.all(z >= t.lower[0]) and np.all(z <= t.upper[0])
         assert np.all(t.lower >= p.lower - TOL) and np.all(t.upper <= p.upper + TOL)
     assert np.any(tight.intermediate["lin1"].upper < plain.intermediate["lin1"].upper - 1e-6)
+
+
+def test_a_milp_stopped_by_its_time_limit_claims_nothing():
+    from verifier.bounds.milp import MILPOptions, milp_bounds
+    rng = np.random.default_rng(5)
+    net = _net_for_time_limit(rng)
+    lo, hi = -np.ones(8), np.ones(8)
+    res = milp_bounds(net, lo, hi, np.eye(3)[:1], np.zeros(1),
+                      options=MILPOptions(time_limit=1e-9))
+    assert res.lower[0, 0] == -np.inf and res.upper[0, 0] == np.inf
+
+
+def _net_for_time_limit(rng):
+    from verifier.network import Network, Node
+    from verifier.network import ops as O
+    nodes, prev, n = [], "x", 8
+    for i, w in enumerate([16, 16, 3]):
+        nodes.append(Node(f"l{i}", O.Linear(rng.normal(size=(w, n)), rng.normal(size=w)),
+                          (prev,), (w,)))
+        prev, n = f"l{i}", w
+        if i < 2:
+            nodes.append(Node(f"r{i}", O.Relu(), (prev,), (w,)))
+            prev = f"r{i}"
+    return Network("x", (8,), tuple(nodes), prev)

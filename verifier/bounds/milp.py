@@ -37,7 +37,8 @@ class MILPOptions:
 
     #: also compute the exact maximum
     upper: bool = True
-    #: seconds per MILP (None: none); a timed-out row raises, never returns a guess
+    #: seconds per MILP (None: none); a timed-out row gets -inf (lower) or +inf (upper), never
+    #: a guess
     time_limit: float | None = 120.0
 
 
@@ -108,6 +109,11 @@ def _solve(A, rlo, rhi, col_lo, col_hi, integ, cost, time_limit):
     h.passModel(lp)
     h.run()
     status = h.getModelStatus()
+    if status == highspy.HighsModelStatus.kTimeLimit:
+        # no exact value: nothing is claimed (-inf); the incumbent, if any, is still a point
+        sol = h.getSolution()
+        x = np.asarray(sol.col_value) if sol.value_valid else None
+        return -np.inf, x
     if status != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"MILP not solved to optimality: {h.modelStatusToString(status)}")
     return h.getInfo().objective_function_value, np.asarray(h.getSolution().col_value)
@@ -144,7 +150,8 @@ def milp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
                 cost[offsets[j]:offsets[j] + Wj.shape[1]] = Wj.reshape(-1)
             val, x = _solve(A, rlo, rhi, clo, chi, integ, cost, options.time_limit)
             out_lo[b, i] = val + row.bias[0]
-            argmin[b, i] = np.clip(x[:prog.n_inputs], lo[b], hi[b])
+            argmin[b, i] = (0.5 * (lo[b] + hi[b]) if x is None
+                            else np.clip(x[:prog.n_inputs], lo[b], hi[b]))
             if options.upper:
                 val, _ = _solve(A, rlo, rhi, clo, chi, integ, -cost, options.time_limit)
                 out_hi[b, i] = -val + row.bias[0]
