@@ -5,7 +5,8 @@
 
 For each benchmark under ``../shared/data/vnncomp`` (or ``$VERIFIER_SHARED_DATA/vnncomp``) it
 runs every instance (resuming ``DIR/<bench>.csv`` unless ``--fresh``), compares with
-``ground_truth.csv``, prints one row per benchmark, and writes ``DIR/vnncomp.json``. The table
+``ground_truth.csv``, prints one row per benchmark, and updates that benchmark's record in
+``DIR/vnncomp.json``. The table
 ends in ratios against its baselines: the number of instances (decided / all) and the issue's
 targets (ACAS Xu: all 186 decided; mnist_fc: 80 of 90; test: all 5). Wall time is the run's
 elapsed time with ``--workers`` processes; "total" sums the instances' own times (loading
@@ -80,10 +81,16 @@ def main(argv=None) -> int:
                  "-" if r["median_s"] is None else f"{r['median_s']:.2f}",
                  f"{decided / r['instances']:.3f}", "-" if not tgt else f"{decided / tgt:.3f}")
         print(" | ".join(f"{c!s:>10}" for c in cells))
-    record = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
-              "cpus": os.cpu_count(), "workers": args.workers, "timeout": args.timeout,
-              "timeout_scale": args.timeout_scale, "method": args.method, "rows": table}
-    (out / "vnncomp.json").write_text(json.dumps(record, indent=2) + "\n")
+    # one record per benchmark, kept across runs of other benchmarks
+    path = out / "vnncomp.json"
+    records = json.loads(path.read_text()).get("benchmarks", {}) if path.exists() else {}
+    for r in table:
+        records[r["benchmark"]] = {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
+            "cpus": os.cpu_count(), "load_average_after": os.getloadavg(),
+            "workers": args.workers, "timeout_per_instance": args.timeout,
+            "timeout_scale": args.timeout_scale, "method": args.method, **r}
+    path.write_text(json.dumps({"benchmarks": records}, indent=2) + "\n")
     return 1 if any(r["wrong"] for r in table) else 0
 
 
