@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from .bab_attack import pgd
+from .bab_case import CaseSearch
 from .bab_crown import ChainBounder, optimise
 from .branching import input_scores
 
@@ -44,7 +45,7 @@ def mixture_rows(C: np.ndarray, d: np.ndarray, pairs: bool = True, max_rows: int
     return np.concatenate([C, np.array(Cm)]), np.concatenate([d, np.array(dm)])
 
 
-class InputSplitSearch:
+class InputSplitSearch(CaseSearch):
     """Input-split search over one case. ``run()`` returns "unsat", "sat" (``self.ce`` set),
     "timeout" or "unknown" (a box could not be split further)."""
 
@@ -59,63 +60,13 @@ class InputSplitSearch:
         if options.input_mixtures != "none":
             Cs, ds = zip(*(mixture_rows(C, d, pairs=options.input_mixtures == "pairs")
                            for C, d in zip(Cs, ds)))
-        self.C = np.concatenate(Cs, axis=0)
-        self.d = np.concatenate(ds, axis=0)
-        self.J = len(conj)
-        # row -> position of its conjunction among the open ones
-        self.row_conj = np.concatenate([np.full(c.shape[0], k) for k, c in enumerate(Cs)])
+        self._set_rows(list(Cs), list(ds))
         # the spec's own rows (the mixtures are left out of the cheap lookahead bounds)
         self.base = np.concatenate([np.pad(b, (0, c.shape[0] - b.size)) for b, c in zip(base, Cs)])
-        self.empty_conj = np.array([c.shape[0] == 0 for c in Cs])
         self.ce = None
         self.full = None
 
     # -- helpers ------------------------------------------------------------------------------
-    def _refuted(self, lb: np.ndarray) -> np.ndarray:
-        """(B, J): conjunction refuted in the box (some row with lb > 0)."""
-        B = lb.shape[0]
-        out = np.zeros((B, self.J), dtype=bool)
-        for k in range(self.J):
-            rows = self.row_conj == k
-            if rows.any():
-                out[:, k] = (lb[:, rows] > 0.0).any(axis=1)
-        return out
-
-    def _margins(self, Y: np.ndarray) -> np.ndarray:
-        """(P, J) float64 margins ``max_k (C y - d)_k`` per conjunction."""
-        Z = Y @ self.C.T - self.d
-        out = np.full((Y.shape[0], self.J), -np.inf)
-        for k in range(self.J):
-            rows = self.row_conj == k
-            if rows.any():
-                out[:, k] = Z[:, rows].max(axis=1)
-        return out
-
-    def _check_points(self, X: np.ndarray, open_: np.ndarray) -> bool:
-        """Evaluate candidate points (P, n) (one per box row of ``open_``); replay those whose
-        margin on an open conjunction is <= 0. True when a counterexample is confirmed."""
-        Y = self.cb.chain.forward(X)
-        self.stats["points_checked"] = self.stats.get("points_checked", 0) + X.shape[0]
-        m = np.where(open_, self._margins(Y), np.inf).min(axis=1)
-        hit = m <= 0.0
-        if not hit.any():
-            return False
-        cand = X[hit][np.argsort(m[hit])]
-        ce = self.replay(cand[: self.opt.max_replay], case=self.ci)
-        if ce is not None:
-            self.ce = ce
-            return True
-        return False
-
-    def _conj_lb(self, lb: np.ndarray) -> np.ndarray:
-        """(B, J): best row bound of each conjunction (refuted iff > 0)."""
-        out = np.full((lb.shape[0], self.J), -np.inf)
-        for k in range(self.J):
-            rows = self.row_conj == k
-            if rows.any():
-                out[:, k] = lb[:, rows].max(axis=1)
-        return out
-
     def _check_candidates(self, xl, xu, open_, lb, lam0) -> bool:
         """Box centres and each box's minimiser x* of its weakest open row."""
         X, O = 0.5 * (xl + xu), open_
@@ -277,7 +228,7 @@ class InputSplitSearch:
             return lb, lam0
         # alpha only pays on small boxes (deep in the tree) that CROWN leaves open
         depth = -np.log2(np.maximum((xu - xl) / self.full, 1e-300)).sum(axis=1)
-        todo = (open_ & ~self._refuted(lb)).any(axis=1) & (depth >= self.opt.input_alpha_depth)
+        todo = (open_ & ~(self._conj_lb(lb) > 0.0)).any(axis=1) & (depth >= self.opt.input_alpha_depth)
         if todo.any():
             sub = np.flatnonzero(todo)
             res2 = optimise(cb, self.C, self.d, xl[sub], xu[sub], [x[sub] for x in lo],

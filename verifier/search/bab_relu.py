@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bab_attack import pgd, region_minimiser
+from .bab_case import CaseSearch
 from .bab_crown import ChainBounder, Pass, Relax, empty_domains, optimise
 from .branching import fsb_choice, relu_scores
 
@@ -71,7 +72,7 @@ class Domains:
                        cat([p.choice for p in parts]))
 
 
-class ReluSplitSearch:
+class ReluSplitSearch(CaseSearch):
     """ReLU-split search over one case and its open conjunctions. ``run()`` returns "unsat",
     "sat" (``self.ce`` set), "timeout" or "unknown"."""
 
@@ -81,54 +82,16 @@ class ReluSplitSearch:
         self.replay, self.opt, self.deadline, self.stats = replay, options, deadline, stats
         self.method = method
         self.optimised = method in ("auto", "alpha-crown")
-        Cs = [case.unsafe[j].C for j in conj]
-        self.C = np.concatenate(Cs, axis=0)
-        self.d = np.concatenate([case.unsafe[j].d for j in conj], axis=0)
-        self.J = len(conj)
-        self.row_conj = np.concatenate([np.full(c.shape[0], k) for k, c in enumerate(Cs)])
-        self.empty_conj = np.array([c.shape[0] == 0 for c in Cs])
+        self._set_rows([case.unsafe[j].C for j in conj], [case.unsafe[j].d for j in conj])
         self.xl0 = case.input.lower[None, :]
         self.xu0 = case.input.upper[None, :]
         self.ce = None
         self.stuck = False
 
     # -- helpers ------------------------------------------------------------------------------
-    def _conj_lb(self, lb: np.ndarray) -> np.ndarray:
-        """(N, J): best row bound of each conjunction (refuted iff > 0)."""
-        out = np.full((lb.shape[0], self.J), -np.inf)
-        for k in range(self.J):
-            rows = self.row_conj == k
-            if rows.any():
-                out[:, k] = lb[:, rows].max(axis=1)
-        return out
-
     def _boxes(self, n: int):
         """The case's box repeated for n domains."""
         return np.repeat(self.xl0, n, axis=0), np.repeat(self.xu0, n, axis=0)
-
-    def _check(self, X: np.ndarray, open_: np.ndarray) -> bool:
-        """Evaluate candidate points (P, n0) on the chain; replay those with margin <= 0 on an
-        open conjunction. True when a counterexample is confirmed."""
-        if X.shape[0] == 0:
-            return False
-        Y = self.cb.chain.forward(X)
-        Z = Y @ self.C.T - self.d
-        m = np.full((X.shape[0], self.J), np.inf)
-        for k in range(self.J):
-            rows = self.row_conj == k
-            if rows.any():
-                m[:, k] = Z[:, rows].max(axis=1)
-        m = np.where(open_, m, np.inf).min(axis=1)
-        self.stats["points_checked"] = self.stats.get("points_checked", 0) + X.shape[0]
-        hit = m <= 0.0
-        if not hit.any():
-            return False
-        cand = X[hit][np.argsort(m[hit])]
-        ce = self.replay(cand[: self.opt.max_replay], case=self.ci)
-        if ce is not None:
-            self.ce = ce
-            return True
-        return False
 
     def _descend_from(self, X: np.ndarray, lb: np.ndarray, open_: np.ndarray) -> None:
         """PGD on the chain from the bound minimisers of the weakest subproblems (lowest
@@ -146,7 +109,7 @@ class ReluSplitSearch:
                        self.d[rows], steps=self.opt.tree_attack_steps)
             self.stats["tree_attack_starts"] = self.stats.get("tree_attack_starts", 0) + n
             hit = m <= 0.0
-            if hit.any() and self._check(P[hit], open_[sel][hit]):
+            if hit.any() and self._check_points(P[hit], open_[sel][hit]):
                 raise _Found
 
     def _finish(self, dom: Domains, pas, xl, xu) -> Domains | None:
@@ -156,7 +119,7 @@ class ReluSplitSearch:
         rows = dom.open[:, self.row_conj]
         b, k = np.nonzero(rows)
         X = np.where(pas.lam0[b, k] > 0.0, xl[b], xu[b])
-        if self._check(X, dom.open[b]):
+        if self._check_points(X, dom.open[b]):
             raise _Found
         self._descend_from(X, dom.lb[b, k], dom.open[b])
         keep = np.flatnonzero(dom.open.any(axis=1))
@@ -232,7 +195,7 @@ class ReluSplitSearch:
     def run(self) -> str:
         if self.empty_conj.any():
             X = 0.5 * (self.xl0 + self.xu0)
-            return "sat" if self._check(X, np.ones((1, self.J), bool)) else "unknown"
+            return "sat" if self._check_points(X, np.ones((1, self.J), bool)) else "unknown"
         try:
             return self._run()
         except _Found:
@@ -320,7 +283,7 @@ class ReluSplitSearch:
                 rows = self.row_conj == j
                 x = region_minimiser(self.cb.chain, pattern, self.xl0[0], self.xu0[0],
                                      self.C[rows], self.d[rows])
-                if x is not None and self._check(x[None, :], left.open[q:q + 1]):
+                if x is not None and self._check_points(x[None, :], left.open[q:q + 1]):
                     raise _Found
         log.info("relu split: %d domains with every neuron fixed stay open", len(left))
         self.stuck = True
