@@ -14,7 +14,7 @@ from verifier.network import ops as O
 from verifier.network.runtime import OnnxRunner
 from verifier.soundness.config import GenerateOptions, tiny
 from verifier.soundness.data import make_points
-from verifier.soundness.generate import boxes, generate
+from verifier.soundness.generate import battery_seeds, boxes, generate
 from verifier.soundness.models import ModelSpec, build_model, dense_equivalent
 from verifier.soundness.pgd import battery, margins, pgd
 from verifier.soundness.plant import PlantOptions, counter_margins, plant_counterexamples
@@ -173,3 +173,22 @@ def test_default_configuration_meets_the_size_asked():
     assert any(k[2] for k in kinds) and any(k[3] for k in kinds)
     assert {m.input_shape for m in opts.models} == {(10,), (1, 5, 5), (3, 5, 5)}
     assert len({m.eps for m in opts.models}) >= 2
+
+
+def test_a_kept_counterexample_survives_every_battery_run(tmp_path):
+    # three independent runs of the battery: each is recorded per instance, and a planted point
+    # that any of them finds is dropped (one run kept the points it missed by luck)
+    m = generate(tmp_path / "g", dataclasses.replace(micro(), battery_runs=3))
+    for rec in m["instances"] + m["dropped"]:
+        assert len(rec["attack_runs"]) == 3
+        assert rec["attack_found"] == any(r["found"] for r in rec["attack_runs"])
+    for rec in m["instances"]:
+        if rec["planted"]:
+            assert not any(r["found"] for r in rec["attack_runs"])
+    for rec in m["dropped"]:
+        if any(r["found"] for r in rec["attack_runs"]) and rec["counterexample_margin"] >= 0.01:
+            assert rec["reason"].startswith("found by attack")
+    seeds = battery_seeds(0, 0, 7, 3)
+    assert seeds[0] == 7 and len(set(seeds)) == 3 and seeds == battery_seeds(0, 0, 7, 3)
+    assert battery_seeds(0, 1, 7, 3)[1:] != seeds[1:]
+    assert GenerateOptions().battery_runs >= 2

@@ -10,8 +10,10 @@ the number of workers):
 2. training (``plant.plant_counterexamples``), then export to ONNX (float32 weights);
 3. each planted counterexample is *confirmed* on onnxruntime on the exported file (its margin
    ``z_t - z_y`` at least ``threshold``, the centre classified right), then attacked by the
-   whole battery (``pgd.battery``, float64 on the exported weights, a fresh seed); a point the
-   battery finds is dropped, as is one that fails to confirm;
+   whole battery (``pgd.battery``, float64 on the exported weights) ``battery_runs`` times
+   with independent fresh seeds; a point that any run finds is dropped, as is one that fails
+   to confirm (one run alone keeps points that it missed by luck, which a later audit's fresh
+   battery then finds);
 4. files: ``benchmark/onnx/<model>.onnx``, ``benchmark/vnnlib/<model>_<k>.vnnlib`` (robustness
    of the centre's label; ``k`` a shuffled index, so names say nothing of what was planted),
    ``benchmark/instances.csv``; and apart from them ``answers/<model>_<k>.counterexample`` (the
@@ -109,10 +111,12 @@ def generate_model(index: int, opts: GenerateOptions, out: Path, progress=None) 
         ort_margin[pl] = -margins(y_cex, points.labels[pl])
     confirmed = np.zeros(N, bool)
     confirmed[pl] = (ort_margin[pl] >= opts.threshold) & (centre_margin[pl] > 0)
-    # the battery, on the exported weights, with a seed of its own; every point is attacked
-    # (clean ones for the record), none is spared once found
-    att = battery(dense_equivalent(net), lo, hi, points.labels, spec.eps, opts.battery,
-                  seed=s_attack)
+    # the battery, on the exported weights, ``battery_runs`` times with independent seeds of
+    # their own; every point is attacked (clean ones for the record), and a planted point that
+    # any run finds is dropped: a point that one run misses by luck falls to the next
+    runs = [battery(dense_equivalent(net), lo, hi, points.labels, spec.eps, opts.battery,
+                    seed=s) for s in battery_seeds(opts.seed, index, s_attack, opts.battery_runs)]
+    att = runs[0]
     order = np.random.default_rng(s_data + 1).permutation(N)  # names hide what was planted
     instances, dropped = [], []
     for k, i in enumerate(order):
@@ -121,12 +125,15 @@ def generate_model(index: int, opts: GenerateOptions, out: Path, progress=None) 
                "label": int(points.labels[i]), "eps": spec.eps,
                "centre": [float(v) for v in points.x[i].reshape(-1)],
                "centre_margin": float(centre_margin[i]),
-               "attack_min_margin": float(att.margin[i]), "attack_found": bool(att.found[i]),
-               "attack_found_by": int(att.found_by[i])}
+               "attack_min_margin": float(min(a.margin[i] for a in runs)),
+               "attack_found": bool(any(a.found[i] for a in runs)),
+               "attack_found_by": int(att.found_by[i]),
+               "attack_runs": [{"found": bool(a.found[i]), "found_by": int(a.found_by[i]),
+                                "min_margin": float(a.margin[i])} for a in runs]}
         if points.planted[i]:
             rec["counterexample_margin"] = float(ort_margin[i])
-            why = _drop_reason(confirmed[i], att.found[i], att.found_by[i], ort_margin[i],
-                               centre_margin[i], opts.threshold)
+            why = _drop_reason(confirmed[i], [(a.found[i], a.found_by[i]) for a in runs],
+                               ort_margin[i], centre_margin[i], opts.threshold)
             if why:
                 dropped.append({**rec, "planted": True, "reason": why})
                 continue
@@ -154,14 +161,26 @@ def generate_model(index: int, opts: GenerateOptions, out: Path, progress=None) 
     return part
 
 
-def _drop_reason(confirmed, found, found_by, ort_margin, centre_margin, threshold) -> str:
+def _drop_reason(confirmed, attacks, ort_margin, centre_margin, threshold) -> str:
+    """Why a planted point is dropped ("" if kept); ``attacks`` holds ``(found, found_by)`` of
+    each battery run."""
     if centre_margin <= 0:
         return "the centre is misclassified on onnxruntime"
     if not confirmed:
         return f"onnxruntime margin {ort_margin:.4g} is below the threshold {threshold}"
-    if found:
-        return f"found by attack {int(found_by)} of the battery"
+    for run, (found, found_by) in enumerate(attacks):
+        if found:
+            return (f"found by attack {int(found_by)} of the battery" if run == 0 else
+                    f"found by attack {int(found_by)} of battery run {run + 1}")
     return ""
+
+
+def battery_seeds(seed: int, index: int, first: int, runs: int) -> list[int]:
+    """The seeds of the ``runs`` battery runs of model ``index``: ``first`` (the model's battery
+    seed), then seeds drawn from ``(seed, index, 1000 + k)``, independent of every other."""
+    more = [int(np.random.SeedSequence([seed, index, 1000 + k]).generate_state(1)[0])
+            for k in range(1, runs)]
+    return [first] + more
 
 
 def _write_answer(out: Path, stem: str, x: np.ndarray, runner, prop) -> str:
