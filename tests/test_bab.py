@@ -14,7 +14,7 @@ from verifier.search.bab import BabOptions, branch_and_bound
 from verifier.search.bab_chain import as_relu_chain
 from verifier.search.bab_crown import ChainBounder, optimise
 from verifier.search.bab_forward import ForwardState
-from verifier.search.bab_input import mixture_rows
+from verifier.search.bab_input import InputSplitSearch, _unpack, mixture_rows
 from verifier.search.replay import Replay
 
 
@@ -172,6 +172,38 @@ def test_a_mixture_row_never_exceeds_the_largest_row_of_its_conjunction(pairs):
     assert np.all(mixed <= rows.max(axis=1, keepdims=True) + 1e-9)
     one = mixture_rows(C[:1], d[:1])  # a single row: nothing to mix
     assert one[0].shape == (1, 5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), k=st.integers(0, 3))
+def test_input_split_children_bounded_within_their_parent_hold_at_sampled_points(seed, k):
+    # the children's inner bounds are intersected with their parent's, and alpha optimises only
+    # the k best rows of a conjunction (0: all): every row's bound still holds on the child
+    rng = np.random.default_rng(seed)
+    n0 = int(rng.integers(1, 4))
+    net = mlp(seed, n0, [int(w) for w in rng.integers(2, 7, size=2)], 3, scale=2.0)
+    lo0, hi0 = -np.ones(n0), np.ones(n0)
+    C, d = rng.normal(size=(4, 3)), rng.normal(size=4)
+    spec = spec_of(lo0, hi0, [(C, d)], 3)
+    chain = as_relu_chain(net)
+    search = InputSplitSearch(ChainBounder(chain), net, spec.cases[0], 0, [0],
+                              Replay(spec, net=net),
+                              BabOptions(input_alpha_rows=k, input_alpha_depth=0.0),
+                              time.monotonic() + 60, {})
+    search.full = hi0 - lo0
+    one = np.ones((1, 1), dtype=bool)
+    lb0, _, zb = search._bound(lo0[None], hi0[None], one)
+    dim = int(rng.integers(n0))
+    xl = np.stack([lo0, lo0])
+    xu = np.stack([hi0, hi0])
+    xu[0, dim] = xl[1, dim] = 0.0
+    lb, _, zc = search._bound(xl, xu, np.ones((2, 1), bool), ref=np.repeat(zb, 2, axis=0))
+    assert lb.shape == (2, search.C.shape[0]) and np.isfinite(lb).all()
+    for b in range(2):
+        X, Z = _sample_domain(chain, xl[b], xu[b], {}, rng)
+        for i, (lo_i, hi_i) in enumerate(zip(*_unpack(zc[b:b + 1], chain.widths))):
+            assert np.all(Z[i] >= lo_i[0]) and np.all(Z[i] <= hi_i[0])
+        assert np.all(Z[-1] @ search.C.T - search.d >= lb[b])
 
 
 # -- answers agree with exact MILP ------------------------------------------------------------

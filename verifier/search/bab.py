@@ -58,8 +58,10 @@ class BabOptions:
     forward_max_dim: int = 16
     #: alpha iterations on the boxes CROWN leaves open (input split; 0: CROWN only), once a
     #: box is at least ``input_alpha_depth`` bisections deep
-    input_alpha_iterations: int = 10
+    input_alpha_iterations: int = 20
     input_alpha_depth: float = 12.0
+    #: rows of each conjunction alpha optimises in a box: those of highest CROWN bound (0: all)
+    input_alpha_rows: int = 3
     #: ReLU-split subproblems bounded per batch (each yields two children)
     relu_batch: int = 64
     #: ReLU split: "crown" re-bounds the neurons of the layers after the split (IBP, then
