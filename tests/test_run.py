@@ -146,6 +146,28 @@ def test_a_hanging_worker_is_killed_at_timeout_plus_grace(tmp_path, monkeypatch)
     assert rows["vnnlib/prop_1.vnnlib"].result == "unknown"
 
 
+def test_workers_use_one_blas_thread_however_many_cores(tmp_path, monkeypatch):
+    # small products with competing BLAS threads made an ACAS Xu instance 6x slower in a
+    # worker than alone; a worker used cpu_count // workers threads
+    if run.blas_threads() is None:
+        pytest.skip("numpy is not linked against OpenBLAS here")
+    bench = make_bench(tmp_path, 1)
+
+    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None):
+        return {"result": "unknown", "seconds": 0.0, "method": "",
+                "message": str(run.blas_threads())}
+
+    monkeypatch.setattr(run, "solve_instance", solve)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    run.limit_blas_threads(2)
+    try:
+        rows = run_benchmark(bench, tmp_path / "r.csv", RunOptions(workers=1,
+                                                                   start_method="fork"))
+    finally:
+        run.limit_blas_threads(1)
+    assert [r.message for r in rows] == ["1"]
+
+
 def test_the_summary_names_every_wrong_answer():
     rows = [Row("n", "p1", 1, "sat", 1.0), Row("n", "p2", 1, "unsat", 3.0),
             Row("n", "p3", 1, "unknown", 2.0), Row("n", "p4", 1, "unsat", 4.0),

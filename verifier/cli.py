@@ -197,7 +197,8 @@ def cmd_run(args) -> int:
     opt = RunOptions(timeout_scale=args.timeout_scale, timeout=args.timeout,
                      workers=args.workers, method=args.method,
                      grace=args.grace, limit=args.limit,
-                     memory_limit=int(args.memory_limit * 2**30) if args.memory_limit else None)
+                     memory_limit=int(args.memory_limit * 2**30) if args.memory_limit else None,
+                     ray=args.ray)
     bar = Bar()
 
     def progress(done, total, row):
@@ -208,7 +209,8 @@ def cmd_run(args) -> int:
             else:
                 bar.line(f"[{done}/{total}] {text}")
 
-    print(f"running {bench} -> {results} ({args.workers} workers)", file=sys.stderr)
+    where = f" on Ray ({args.ray})" if args.ray else ""
+    print(f"running {bench} -> {results} ({args.workers} workers{where})", file=sys.stderr)
     try:
         rows = run_benchmark(bench, results, opt, progress=progress)
     except KeyboardInterrupt:
@@ -282,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds past an instance's timeout before its worker is killed")
     r.add_argument("--limit", type=int, help="only the first N instances")
     r.add_argument("--memory-limit", type=float, help="address-space cap per worker, GiB")
+    r.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the instances as Ray tasks (pip install \"verifier[ray]\"): alone, "
+                   "on a Ray instance started here with --workers CPUs; with an address "
+                   "(auto, HOST:PORT, ray://HOST:PORT), on that running cluster; --workers "
+                   "is then the number of instances in flight")
     r.set_defaults(func=cmd_run)
 
     from .soundness.cli import add_parser as add_soundness_parser  # noqa: PLC0415

@@ -205,32 +205,59 @@ def solve_instance(onnx_path, vnnlib_path, timeout: float, method: str = "auto",
             "message": res.message}
 
 
-def limit_blas_threads(n: int) -> bool:
-    """Set the thread count of the OpenBLAS library numpy loaded (found in the process's
-    mappings, called through ``ctypes``); False when none was found. Workers sharing the cores
-    use one thread each: small matrix products are many times slower when BLAS threads of
-    several processes compete for the same cores."""
+def _openblas_libs() -> list:
+    """The OpenBLAS libraries loaded in this process (found in its mappings), opened with
+    ``ctypes``; empty when none is found."""
     import ctypes  # noqa: PLC0415
 
     try:
         with open("/proc/self/maps") as f:
-            libs = {line.split()[-1] for line in f if "openblas" in line.lower()}
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
     except OSError:
-        return False
-    done = False
-    for path in libs:
+        return []
+    libs = []
+    for path in sorted(paths):
         try:
-            lib = ctypes.CDLL(path)
+            libs.append(ctypes.CDLL(path))
         except OSError:
             continue
-        for sym in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                    "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                fn(ctypes.c_int(n))
-                done = True
-                break
+    return libs
+
+
+def _openblas_function(lib, name: str):
+    """``lib``'s function ``name`` under any of the prefixes and suffixes OpenBLAS builds use
+    (scipy-openblas, ILP64), or None."""
+    for sym in (f"scipy_{name}64_", f"scipy_{name}", f"{name}64_", name):
+        fn = getattr(lib, sym, None)
+        if fn is not None:
+            return fn
+    return None
+
+
+def limit_blas_threads(n: int) -> bool:
+    """Set the thread count of the OpenBLAS library numpy loaded (called through ``ctypes``);
+    False when none was found. Workers sharing the cores use one thread each: small matrix
+    products are many times slower when BLAS threads compete for the same cores (ACAS Xu 4_2
+    property 2 in a run worker: 114.6 s with 2 threads, 19.4 s with 1, on 2 cores that two
+    other processes kept busy)."""
+    import ctypes  # noqa: PLC0415
+
+    done = False
+    for lib in _openblas_libs():
+        fn = _openblas_function(lib, "openblas_set_num_threads")
+        if fn is not None:
+            fn(ctypes.c_int(n))
+            done = True
     return done
+
+
+def blas_threads() -> int | None:
+    """The thread count of the first OpenBLAS library loaded in this process (None: none)."""
+    for lib in _openblas_libs():
+        fn = _openblas_function(lib, "openblas_get_num_threads")
+        if fn is not None:
+            return int(fn())
+    return None
 
 
 def _runner_alive(pid: int) -> bool:
@@ -293,6 +320,10 @@ class RunOptions:
     grace_share: float = 0.1
     #: address-space cap per worker in bytes (None: none); a worker over it fails with error
     memory_limit: int | None = None
+    #: BLAS threads per worker: the verifier's matrix products are small (a batch of boxes
+    #: times a layer), and more threads than one per worker made ACAS Xu 4_2 property 2 six
+    #: times slower (114.6 s instead of 19.4 s with one worker on 2 busy cores)
+    blas_threads: int = 1
     #: instances one worker process solves before it is replaced (imports and compiled
     #: kernels are reused in between; 1: a fresh process per instance)
     tasks_per_worker: int = 20
@@ -303,6 +334,10 @@ class RunOptions:
     #: how workers start: "forkserver" (default, safe), or "fork" (inherits the caller's state;
     #: only for callers that have not used OpenMP threads, e.g. tests that replace the solver)
     start_method: str = "forkserver"
+    #: run the instances on Ray instead of local processes (``verifier.run_ray``): "local"
+    #: starts a Ray instance on this machine, anything else is the address of a running cluster
+    #: ("auto", "HOST:PORT", "ray://HOST:PORT"); None: local worker processes
+    ray: str | None = None
 
 
 class _Worker:
@@ -310,9 +345,9 @@ class _Worker:
 
     def __init__(self, ctx, opt: RunOptions):
         self.conn, child = ctx.Pipe(duplex=True)
-        threads = max(1, (os.cpu_count() or 1) // max(1, opt.workers))
         self.proc = ctx.Process(target=_serve,
-                                args=(child, os.getpid(), opt.memory_limit, threads), daemon=True)
+                                args=(child, os.getpid(), opt.memory_limit, opt.blas_threads),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.tasks = 0
@@ -344,7 +379,9 @@ def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
                   progress: Callable[[int, int, Row | None], None] | None = None) -> list[Row]:
     """Run every instance of ``bench_dir`` not yet in ``results_path``; return all rows of the
     file (old and new), in file order. ``progress(done, total, row)`` is called at the start
-    (row None) and after each instance."""
+    (row None) and after each instance. The instances run in local worker processes, or on a
+    Ray cluster when ``options.ray`` is set (``verifier.run_ray``); either way each row is
+    written as soon as its instance finishes."""
     opt = options or RunOptions()
     bench = Path(bench_dir)
     instances = read_instances(bench)
@@ -357,15 +394,36 @@ def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
     n_done = sum(1 for i in instances if i.key in done)
     ce_dir = Path(opt.ce_dir) if opt.ce_dir else Path(results_path).with_name(
         Path(results_path).stem + "_ce")
-    log.info("%s: %d instances, %d already done, %d to run with %d workers", bench, total,
-             n_done, len(queue), opt.workers)
+    log.info("%s: %d instances, %d already done, %d to run with %d workers%s", bench, total,
+             n_done, len(queue), opt.workers, f" on Ray ({opt.ray})" if opt.ray else "")
     if progress:
         progress(n_done, total, None)
+    if opt.ray:
+        from .run_ray import ray_rows  # noqa: PLC0415 (optional dependency)
+        rows = ray_rows(queue, bench, opt, ce_dir)
+    else:
+        rows = _local_rows(queue, bench, opt, ce_dir)
     writer = ResultsWriter(results_path)
+    try:
+        for row in rows:
+            writer.write(row)
+            done_rows.append(row)
+            n_done += 1
+            if progress:
+                progress(n_done, total, row)
+    finally:
+        rows.close()  # Ctrl-C or an error here: the executor ends its workers, records nothing
+        writer.close()
+    return done_rows
+
+
+def _local_rows(queue: list[Instance], bench: Path, opt: RunOptions, ce_dir: Path):
+    """Solve ``queue`` in local worker processes; yields each instance's row as it finishes."""
     ctx = mp.get_context(opt.start_method)
     if opt.start_method == "forkserver":
         ctx.set_forkserver_preload(PRELOAD)
     pool: list[_Worker] = []
+    queue = list(queue)
     try:
         while queue or any(w.inst is not None for w in pool):
             while queue and (len(pool) < max(1, opt.workers) or any(w.inst is None for w in pool)):
@@ -380,19 +438,13 @@ def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
                 row = _collect(w, now, opt)
                 if row is None:
                     continue
-                writer.write(row)
-                done_rows.append(row)
-                n_done += 1
-                if progress:
-                    progress(n_done, total, row)
+                yield row
                 if not w.proc.is_alive() or w.tasks >= max(1, opt.tasks_per_worker):
                     w.stop()
                     pool.remove(w)
     finally:
-        for w in pool:  # Ctrl-C or an error in the parent: end the workers, record nothing
+        for w in pool:
             w.stop(kill=w.inst is not None)
-        writer.close()
-    return done_rows
 
 
 def instance_timeout(inst: Instance, opt: RunOptions) -> float:
