@@ -8,6 +8,12 @@ box (``a_0`` in the input box, ``a_k`` in ``[relu(l), relu(u)]``) and each ReLU 
     active   (l >= 0):      a  = z
     inactive (u <= 0):      a  = 0        (plus z <= 0 when a split says so)
 
+and each sigmoid or tanh neuron (f monotone; ``a`` in ``[f(l), f(u)]`` rounded outward) adds the
+tangent/secant lines CROWN uses (``kernels.sshape_relax``: slopes chosen, intercepts rigorous
+for the exact f on ``[l, u]``)
+
+    k_lo z + t_lo <= a <= k_up z + t_up,
+
 where ``z = sum_j W_kj a_j + b_k`` is substituted, so the rows are ``lo <= A x <= hi``.
 ``method="lp-all"`` first tightens ``l, u`` of layers 2..K by solving, layer by layer, one LP per
 bound of each unstable neuron over the layers before it (the model grows; every solve is warm
@@ -38,9 +44,10 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from .lp_program import (LayerBounds, RelaxationResult, U, affine_interval, as_batch_box,
-                         core_intermediate, gamma, inflate, interval_pass, merge_intermediate,
-                         relu_program, spec_rows)
+from ..kernels import sshape_relax
+from .lp_program import (SMOOTH_KINDS, LayerBounds, RelaxationResult, U, activation_box,
+                         affine_interval, as_batch_box, core_intermediate, gamma, inflate,
+                         interval_pass, merge_intermediate, relu_program, spec_rows)
 
 log = logging.getLogger(__name__)
 INF = highspy.kHighsInf
@@ -178,13 +185,16 @@ class TriangleLP:
         return self.x_lo[s], self.x_hi[s]
 
     def add_layer(self, l: np.ndarray, u: np.ndarray, split: np.ndarray | None = None):
-        """Add ReLU layer k = depth + 1 with pre-activation bounds ``l, u`` (n_k,) and an
-        optional split (n_k,) in {-1: z <= 0, 0: free, +1: z >= 0}."""
+        """Add layer k = depth + 1 with pre-activation bounds ``l, u`` (n_k,) and, for a ReLU
+        layer, an optional split (n_k,) in {-1: z <= 0, 0: free, +1: z >= 0}."""
         k = self.depth + 1
         amap = self.prog.layers[k - 1]
+        kind = self.prog.kind(k)
         l = np.asarray(l, dtype=np.float64).copy()
         u = np.asarray(u, dtype=np.float64).copy()
         split = np.zeros(l.size, dtype=np.int8) if split is None else np.asarray(split)
+        if kind != "relu" and np.any(split):
+            raise ValueError(f"layer {k} is a {kind} layer: only ReLU neurons can be split")
         l = np.where(split > 0, np.maximum(l, 0.0), l)
         u = np.where(split < 0, np.minimum(u, 0.0), u)
         if np.any(l > u):
@@ -193,7 +203,7 @@ class TriangleLP:
         amax = [np.maximum(np.abs(self.box(j)[0]), np.abs(self.box(j)[1]))
                 for j in range(k)]
         me = amap.model_error(amax)
-        lo_a, hi_a = np.maximum(l, 0.0), np.maximum(u, 0.0)
+        lo_a, hi_a = activation_box(kind, l, u)
         start = self.n_vars
         self.offsets.append(start)
         self.n_vars += n_k
@@ -210,6 +220,9 @@ class TriangleLP:
         b = amap.bias
         eye = np.zeros((n_k, self.n_vars))
         eye[np.arange(n_k), start + np.arange(n_k)] = 1.0
+        if kind != "relu":
+            self._add_rows(*self._smooth_rows(kind, l, u, Wz, b, eye, me, absWz_amax))
+            return
         unstable = (l < 0) & (u > 0)
         active = (l >= 0) & ~(u < l)
         neg_split = (split < 0) & ~(l > u)
@@ -240,6 +253,34 @@ class TriangleLP:
             los.append(np.full(idx.size, -INF))
             his.append(-b[idx])
             errs.append(me[idx])
+        self._add_rows(blocks, los, his, errs)
+
+    @staticmethod
+    def _smooth_rows(kind, l, u, Wz, b, eye, me, absWz_amax):
+        """The rows of a sigmoid / tanh layer: with the lines ``k z + t`` of
+        ``kernels.sshape_relax`` on ``[l, u]`` (valid for the exact f), ``a - k_lo Wz x >= k_lo b
+        + t_lo`` and ``a - k_up Wz x <= k_up b + t_up``. The error of each row (stored against
+        exact coefficients, for ``|x| <= amax``) is ``u |k| |Wz| amax`` (the products k W)
+        ``+ gamma_3 (|k b| + |t|) + u |rhs|`` (the right-hand side) ``+ |k| me`` (the model
+        error of z); empty neurons (l > u) get no rows (the layer is marked empty already)."""
+        idx = np.flatnonzero(l <= u)
+        blocks, los, his, errs = [], [], [], []
+        if idx.size == 0:
+            return blocks, los, his, errs
+        lines = sshape_relax(l[idx][None], u[idx][None], SMOOTH_KINDS[kind])
+        for (k, t), lower in (((lines[0][0], lines[1][0]), True),
+                              ((lines[2][0], lines[3][0]), False)):
+            rhs = k * b[idx] + t
+            blocks.append(eye[idx] - k[:, None] * Wz[idx])
+            los.append(rhs if lower else np.full(idx.size, -INF))
+            his.append(np.full(idx.size, INF) if lower else rhs)
+            errs.append(inflate(U * np.abs(k) * absWz_amax[idx]
+                                + gamma(3) * (np.abs(k * b[idx]) + np.abs(t))
+                                + U * np.abs(rhs) + np.abs(k) * me[idx]))
+        return blocks, los, his, errs
+
+    def _add_rows(self, blocks, los, his, errs):
+        """Append the row blocks ``los <= blocks x <= his`` (model errors ``errs``)."""
         if blocks:
             R = sp.csr_matrix(np.vstack(blocks))
             self.h.addRows(R.shape[0], np.concatenate(los), np.concatenate(his), R.nnz,
@@ -302,19 +343,25 @@ class TriangleLP:
 
     def tighten_layer(self, l: np.ndarray, u: np.ndarray, deadline: float | None = None):
         """LP bounds of the pre-activations of layer depth + 1 over the current model: for each
-        unstable neuron, the upper bound first (if it drops to <= 0 the neuron is inactive and
-        its lower bound no longer matters), then the lower. Returns the tightened (l, u)."""
+        unstable neuron of a ReLU layer, the upper bound first (if it drops to <= 0 the neuron
+        is inactive and its lower bound no longer matters), then the lower; every neuron of a
+        sigmoid / tanh layer (narrowest first), both bounds. Returns the tightened (l, u)."""
         amap = self.prog.layers[self.depth]
+        relu = self.prog.kind(self.depth + 1) == "relu"
         l, u = l.copy(), u.copy()
-        order = np.flatnonzero((l < 0) & (u > 0))
-        order = order[np.argsort(np.minimum(-l[order], u[order]))]  # nearest to stable first
+        if relu:
+            order = np.flatnonzero((l < 0) & (u > 0))
+            order = order[np.argsort(np.minimum(-l[order], u[order]))]  # nearest to stable first
+        else:
+            order = np.flatnonzero(l < u)
+            order = order[np.argsort(u[order] - l[order])]
         for i in order:
             if deadline is not None and time.perf_counter() > deadline:
                 log.info("LP-All: time limit reached in layer %d", self.depth + 1)
                 break
             c, c0, err = self.objective(amap.row(i))
             u[i] = min(u[i], -self.minimum(-c, -c0, err))
-            if u[i] > 0:
+            if u[i] > 0 or not relu:
                 l[i] = max(l[i], self.minimum(c, c0, err))
         return l, u
 
@@ -361,8 +408,8 @@ def lp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
               options: LPOptions | None = None, splits: dict | None = None) -> RelaxationResult:
     """Bounds of ``C y - d`` over the input box(es) by the triangle LP (module docstring).
 
-    net: a Network of Relu and affine ops; lower, upper: (B, *input_shape) or one box;
-    C: (k, m), d: (k,) (default: identity, 0); intermediate: the bound core's
+    net: a Network of Relu, Sigmoid, Tanh and affine ops; lower, upper: (B, *input_shape) or
+    one box; C: (k, m), d: (k,) (default: identity, 0); intermediate: the bound core's
     {node name: Bounds} pre-activation bounds (default None: CROWN from
     ``verifier.bounds.compute``; ``{}``: none), always intersected with a rigorous interval
     pass; splits: {ReLU layer

@@ -7,6 +7,9 @@ A network of affine ops and ReLUs is rewritten, once, as
     a_k = relu(z_k)
     y   = sum_j W_oj a_j + b_o                 (the flattened network output)
 
+For the LP methods ("lp", "lp-all") a layer may instead be a sigmoid or tanh layer,
+``a_k = sigmoid(z_k)`` or ``tanh(z_k)`` (``ReluProgram.kinds``); MILP and SDP take ReLU only.
+
 Every chain of affine ops between two ReLU layers (Linear, Scale, Sum, Conv, ConvTranspose,
 AvgPool, Reshape, Select, Concat) is composed into the blocks ``W_kj`` (dense; Conv by its
 linear map, so for small images only). Residual connections give several source blocks.
@@ -29,10 +32,35 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedOpError
+from ..kernels import sshape_ibp
 from ..network import ops as O
 
 #: unit roundoff of float64
 U = 2.0 ** -53
+
+#: the smooth activations a program may hold, with their ``kernels.sshape`` kind
+SMOOTH_KINDS = {"sigmoid": 0, "tanh": 1}
+#: the methods whose relaxation handles the smooth activations (tangent/secant lines)
+SMOOTH_METHODS = ("lp", "lp-all")
+
+
+def activate(kind: str, z: np.ndarray) -> np.ndarray:
+    """The activation ``kind`` ("relu", "sigmoid", "tanh") applied to ``z`` in float64."""
+    if kind == "relu":
+        return np.maximum(z, 0.0)
+    if kind == "sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow
+    return np.tanh(z)
+
+
+def activation_box(kind: str, l: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A box holding ``f(z)`` for every ``z`` in ``[l, u]`` (f monotone): ``[relu(l), relu(u)]``
+    (exact), or ``[f(l), f(u)]`` rounded outward (``kernels.sshape_ibp``) for sigmoid / tanh."""
+    if kind == "relu":
+        return np.maximum(l, 0.0), np.maximum(u, 0.0)
+    lo, hi = sshape_ibp(np.asarray(l, dtype=np.float64).reshape(1, -1),
+                        np.asarray(u, dtype=np.float64).reshape(1, -1), SMOOTH_KINDS[kind])
+    return lo[0], hi[0]
 
 
 def gamma(n: int) -> float:
@@ -106,9 +134,10 @@ class AffineMap:
 
 @dataclass(frozen=True, eq=False)
 class ReluProgram:
-    """A network as alternating affine maps and ReLU layers (see the module docstring).
-    ``layers[k-1]`` is the pre-activation map of ReLU layer k; ``relu_nodes[k-1]`` the name of
-    its Relu node and ``pre_nodes[k-1]`` the name of the value feeding it; ``sizes`` is
+    """A network as alternating affine maps and activation layers (see the module docstring).
+    ``layers[k-1]`` is the pre-activation map of layer k; ``relu_nodes[k-1]`` the name of its
+    activation node and ``pre_nodes[k-1]`` the name of the value feeding it; ``kinds[k-1]`` its
+    activation, "relu", "sigmoid" or "tanh" (None: every layer ReLU); ``sizes`` is
     (n_0, ..., n_K)."""
 
     n_inputs: int
@@ -116,6 +145,11 @@ class ReluProgram:
     output: AffineMap
     relu_nodes: tuple
     pre_nodes: tuple
+    kinds: tuple | None = None
+
+    def kind(self, k: int) -> str:
+        """The activation of layer k (1-based)."""
+        return "relu" if self.kinds is None else self.kinds[k - 1]
 
     @property
     def sizes(self) -> tuple:
@@ -128,10 +162,10 @@ class ReluProgram:
     def forward(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Activations [a_0..a_K] and pre-activations [z_1..z_K] for a batch x (B, n_0)."""
         acts, pres = [np.asarray(x, dtype=np.float64).reshape(-1, self.n_inputs)], []
-        for m in self.layers:
+        for k, m in enumerate(self.layers, 1):
             z = m.apply(acts)
             pres.append(z)
-            acts.append(np.maximum(z, 0.0))
+            acts.append(activate(self.kind(k), z))
         return acts, pres
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -286,19 +320,21 @@ def _fan_in(op: O.Op) -> int:
 
 def relu_program(net, method: str = "lp") -> ReluProgram:
     """Rewrite ``net`` as a ``ReluProgram``. Raises ``UnsupportedOpError`` naming the op, its
-    node and ``method`` for any op other than the affine ones listed in the module docstring and
-    Relu."""
+    node and ``method`` for any op other than the affine ones listed in the module docstring,
+    Relu, and (for ``SMOOTH_METHODS`` only) Sigmoid and Tanh."""
     n0 = net.n_inputs
     exprs = {net.input_name: _Expr({0: np.eye(n0)}, np.zeros(n0), {}, None)}
-    layers, relu_nodes, pre_nodes, sizes = [], [], [], [n0]
+    layers, relu_nodes, pre_nodes, sizes, kinds = [], [], [], [n0], []
+    smooth = {O.Sigmoid: "sigmoid", O.Tanh: "tanh"} if method in SMOOTH_METHODS else {}
     for node in net.nodes:
         op = node.op
         ins = [exprs[i] for i in node.inputs]
         shape_in = net.shape_of(node.inputs[0]) if node.inputs else ()
         size = int(np.prod(node.shape, dtype=np.int64))
-        if isinstance(op, O.Relu):
+        if isinstance(op, O.Relu) or type(op) in smooth:
             e = ins[0]
             layers.append(AffineMap(e.blocks, e.offset, e.err, e.offset_err))
+            kinds.append("relu" if isinstance(op, O.Relu) else smooth[type(op)])
             relu_nodes.append(node.name)
             pre_nodes.append(node.inputs[0])
             k = len(layers)
@@ -328,12 +364,12 @@ def relu_program(net, method: str = "lp") -> ReluProgram:
             raise UnsupportedOpError(
                 f"the {method} relaxation does not support op {type(op).__name__} "
                 f"(node {node.name!r}{', from ' + node.source if node.source else ''}); "
-                f"it handles Relu and affine ops only")
+                f"it handles {'Relu, Sigmoid, Tanh' if smooth else 'Relu'} and affine ops only")
         assert exprs[node.name].offset.size == size, (node.name, size)
     out = exprs[net.output_name]
     return ReluProgram(n0, tuple(layers), AffineMap(out.blocks, out.offset, out.err,
                                                     out.offset_err),
-                       tuple(relu_nodes), tuple(pre_nodes))
+                       tuple(relu_nodes), tuple(pre_nodes), tuple(kinds))
 
 
 def _stack(es: list[_Expr], sizes: list[int]) -> _Expr:
@@ -387,8 +423,9 @@ def affine_interval(amap: AffineMap, lows: list, ups: list) -> tuple[np.ndarray,
 def interval_pass(prog: ReluProgram, x_lo: np.ndarray, x_hi: np.ndarray,
                   given: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Pre-activation bounds [(l_k, u_k)] for k = 1..K over the input box, by rigorous interval
-    arithmetic; where ``given[k-1]`` holds (l, u) from elsewhere (e.g. CROWN) the tighter of the
-    two is kept at each layer before the next one is computed."""
+    arithmetic (each layer's activations in ``activation_box`` of its bounds); where
+    ``given[k-1]`` holds (l, u) from elsewhere (e.g. CROWN) the tighter of the two is kept at
+    each layer before the next one is computed."""
     lows, ups = [np.asarray(x_lo, float).reshape(-1)], [np.asarray(x_hi, float).reshape(-1)]
     out = []
     for k, amap in enumerate(prog.layers):
@@ -397,8 +434,9 @@ def interval_pass(prog: ReluProgram, x_lo: np.ndarray, x_hi: np.ndarray,
             lo = np.maximum(lo, given[k][0])
             hi = np.minimum(hi, given[k][1])
         out.append((lo, hi))
-        lows.append(np.maximum(lo, 0.0))
-        ups.append(np.maximum(hi, 0.0))
+        a_lo, a_hi = activation_box(prog.kind(k + 1), lo, hi)
+        lows.append(a_lo)
+        ups.append(a_hi)
     return out
 
 
