@@ -45,9 +45,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels import sshape_relax
-from .lp_program import (SMOOTH_KINDS, LayerBounds, RelaxationResult, U, activation_box,
-                         affine_interval, as_batch_box, core_intermediate, gamma, inflate,
-                         interval_pass, merge_intermediate, relu_program, spec_rows)
+from .lp_program import (SMOOTH_KINDS, AffineMap, LayerBounds, RelaxationResult, ReluProgram, U,
+                         activation_box, affine_interval, as_batch_box, core_intermediate,
+                         gamma, inflate, interval_pass, merge_intermediate, relu_program,
+                         spec_rows)
 
 log = logging.getLogger(__name__)
 INF = highspy.kHighsInf
@@ -404,6 +405,52 @@ def layer_bounds(prog, x_lo, x_hi, given=None, splits=None, b: int = 0,
     return pre, model
 
 
+@dataclass
+class BoxBatch:
+    """What every relaxation's entry point starts from: the network's program ``prog``, the spec
+    rows ``C`` (k, m), ``d`` (k,) and the objective ``obj = C y_L - d`` on the program, the input
+    boxes ``lo``, ``hi`` (B, n_0), the bound core's ``intermediate`` bounds, and what the entry
+    point fills: ``out_lo``/``out_hi`` (B, k), -inf/+inf until solved, and ``inter``, the
+    pre-activation bounds used per ReLU input node."""
+
+    prog: ReluProgram
+    C: np.ndarray
+    d: np.ndarray
+    obj: AffineMap
+    lo: np.ndarray
+    hi: np.ndarray
+    intermediate: object
+    out_lo: np.ndarray
+    out_hi: np.ndarray
+    inter: dict
+
+    def layer_bounds(self, b: int, options: LPOptions, splits: dict | None = None):
+        """``layer_bounds`` for box ``b`` (the core's bounds intersected in), recorded in
+        ``inter``; returns (pre, model)."""
+        pre, model = layer_bounds(self.prog, self.lo[b], self.hi[b],
+                                  merge_intermediate(self.prog, self.intermediate, b), splits,
+                                  b, options)
+        for name, (l, u) in zip(self.prog.pre_nodes, pre):
+            self.inter[name].lower[b], self.inter[name].upper[b] = l, u
+        return pre, model
+
+
+def box_batch(net, method: str, lower, upper, C=None, d=None, intermediate=None) -> BoxBatch:
+    """The ``BoxBatch`` of a relaxation call (shapes and defaults as ``lp_bounds``): the program
+    ``relu_program(net, method)`` and, when ``intermediate`` is None, CROWN's pre-activation
+    bounds from the bound core."""
+    prog = relu_program(net, method)
+    C, d = spec_rows(net, C, d)
+    lo, hi = as_batch_box(net, lower, upper)
+    if intermediate is None:
+        intermediate = core_intermediate(net, lo, hi)
+    B, k = lo.shape[0], C.shape[0]
+    inter = {name: LayerBounds(np.zeros((B, n)), np.zeros((B, n)))
+             for name, n in zip(prog.pre_nodes, prog.sizes[1:])}
+    return BoxBatch(prog, C, d, prog.output.rows(C, d), lo, hi, intermediate,
+                    np.full((B, k), -np.inf), np.full((B, k), np.inf), inter)
+
+
 def lp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
               options: LPOptions | None = None, splits: dict | None = None) -> RelaxationResult:
     """Bounds of ``C y - d`` over the input box(es) by the triangle LP (module docstring).
@@ -418,22 +465,12 @@ def lp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
     with lower/upper (B, k); a box made empty by its splits gets lower=+inf, upper=-inf."""
     options = options or LPOptions()
     t0 = time.perf_counter()
-    prog = relu_program(net, "lp-all" if options.tighten else "lp")
-    C, d = spec_rows(net, C, d)
-    obj = prog.output.rows(C, d)
-    lo, hi = as_batch_box(net, lower, upper)
-    if intermediate is None:
-        intermediate = core_intermediate(net, lo, hi)
-    B, k = lo.shape[0], C.shape[0]
-    out_lo, out_hi = np.full((B, k), -np.inf), np.full((B, k), np.inf)
-    inter = {name: LayerBounds(np.zeros((B, n)), np.zeros((B, n)))
-             for name, n in zip(prog.pre_nodes, prog.sizes[1:])}
+    bb = box_batch(net, "lp-all" if options.tighten else "lp", lower, upper, C, d, intermediate)
+    C, obj, lo = bb.C, bb.obj, bb.lo
+    B, k, out_lo, out_hi = lo.shape[0], C.shape[0], bb.out_lo, bb.out_hi
     solves = 0
     for b in range(B):
-        pre, model = layer_bounds(prog, lo[b], hi[b], merge_intermediate(prog, intermediate, b),
-                                  splits, b, options)
-        for name, (l, u) in zip(prog.pre_nodes, pre):
-            inter[name].lower[b], inter[name].upper[b] = l, u
+        _, model = bb.layer_bounds(b, options, splits)
         for i in range(k):
             c, c0, err = model.objective(obj.row(i))
             out_lo[b, i] = model.minimum(c, c0, err)
@@ -441,7 +478,7 @@ def lp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
                 out_hi[b, i] = -model.minimum(-c, -c0, err)
         solves += model.solves
     stats = {"lp_solves": solves, "seconds": time.perf_counter() - t0}
-    return RelaxationResult(out_lo, out_hi, inter, stats)
+    return RelaxationResult(out_lo, out_hi, bb.inter, stats)
 
 
 def lp_all_bounds(net, lower, upper, C=None, d=None, intermediate=None,

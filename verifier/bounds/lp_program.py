@@ -509,12 +509,9 @@ def spec_rows(net, C, d) -> tuple[np.ndarray, np.ndarray]:
 
 
 def core_intermediate(net, lo, hi):
-    """Pre-activation bounds from the bound core's CROWN (``verifier.bounds.compute``), or None
-    while the core does not offer it (then the interval pass is used alone)."""
-    try:
-        from . import compute  # the bound core, owned elsewhere
-    except ImportError:
-        return None
+    """Pre-activation bounds of every node from the bound core's CROWN
+    (``verifier.bounds.compute``) over the boxes ``lo``, ``hi`` (B, n_0)."""
+    from . import compute  # noqa: PLC0415 (the package imports this module)
     res = compute(net, lo.reshape((-1,) + net.input_shape), hi.reshape((-1,) + net.input_shape),
                   method="crown", intermediate=True)
     return getattr(res, "intermediate", None)

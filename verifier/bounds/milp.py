@@ -24,9 +24,8 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from .lp import LPOptions, layer_bounds, new_highs
-from .lp_program import (LayerBounds, RelaxationResult, as_batch_box, core_intermediate,
-                         merge_intermediate, relu_program, spec_rows)
+from .lp import LPOptions, box_batch, new_highs
+from .lp_program import RelaxationResult
 
 INF = highspy.kHighsInf
 
@@ -126,22 +125,12 @@ def milp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
     ``stats["argmin_value"]`` (B, k) the network's value of each row there."""
     options = options or MILPOptions()
     t0 = time.perf_counter()
-    prog = relu_program(net, "milp")
-    C, d = spec_rows(net, C, d)
-    obj = prog.output.rows(C, d)
-    lo, hi = as_batch_box(net, lower, upper)
-    if intermediate is None:
-        intermediate = core_intermediate(net, lo, hi)
-    B, k = lo.shape[0], C.shape[0]
-    out_lo, out_hi = np.full((B, k), -np.inf), np.full((B, k), np.inf)
+    bb = box_batch(net, "milp", lower, upper, C, d, intermediate)
+    prog, C, d, obj, lo, hi = bb.prog, bb.C, bb.d, bb.obj, bb.lo, bb.hi
+    B, k, out_lo, out_hi = lo.shape[0], C.shape[0], bb.out_lo, bb.out_hi
     argmin = np.zeros((B, k, prog.n_inputs))
-    inter = {name: LayerBounds(np.zeros((B, n)), np.zeros((B, n)))
-             for name, n in zip(prog.pre_nodes, prog.sizes[1:])}
     for b in range(B):
-        pre, _ = layer_bounds(prog, lo[b], hi[b], merge_intermediate(prog, intermediate, b),
-                              None, b, LPOptions())
-        for name, (l, u) in zip(prog.pre_nodes, pre):
-            inter[name].lower[b], inter[name].upper[b] = l, u
+        pre, _ = bb.layer_bounds(b, LPOptions())
         A, rlo, rhi, clo, chi, integ, offsets = _build(prog, lo[b], hi[b], pre)
         for i in range(k):
             cost = np.zeros(A.shape[1])
@@ -158,4 +147,4 @@ def milp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
     y = net(argmin.reshape((-1,) + net.input_shape)).reshape(B, k, -1)
     value = np.einsum("bkm,km->bk", y, C) - d
     stats = {"argmin": argmin, "argmin_value": value, "seconds": time.perf_counter() - t0}
-    return RelaxationResult(out_lo, out_hi, inter, stats)
+    return RelaxationResult(out_lo, out_hi, bb.inter, stats)

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from .lp import LPOptions, layer_bounds
-from .lp_program import (LayerBounds, RelaxationResult, as_batch_box,
-                         core_intermediate, merge_intermediate, relu_program, spec_rows)
+from .lp import LPOptions, box_batch
+from .lp_program import RelaxationResult
 from .sdp_certificate import certify
 from .sdp_program import reduce_program, reduced_row, sdp_data
 
@@ -85,22 +84,12 @@ def sdp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
     solver's dual. Shapes and ``intermediate`` as ``lp_bounds``."""
     options = options or SDPOptions()
     t0 = time.perf_counter()
-    prog = relu_program(net, "sdp")
-    C, d = spec_rows(net, C, d)
-    obj = prog.output.rows(C, d)
-    lo, hi = as_batch_box(net, lower, upper)
-    if intermediate is None:
-        intermediate = core_intermediate(net, lo, hi)
-    B, k = lo.shape[0], C.shape[0]
-    out_lo, out_hi = np.full((B, k), -np.inf), np.full((B, k), np.inf)
-    inter = {name: LayerBounds(np.zeros((B, n)), np.zeros((B, n)))
-             for name, n in zip(prog.pre_nodes, prog.sizes[1:])}
+    bb = box_batch(net, "sdp", lower, upper, C, d, intermediate)
+    prog, obj, lo, hi = bb.prog, bb.obj, bb.lo, bb.hi
+    B, k, out_lo, out_hi = lo.shape[0], bb.C.shape[0], bb.out_lo, bb.out_hi
     statuses = []
     for b in range(B):
-        pre, _ = layer_bounds(prog, lo[b], hi[b], merge_intermediate(prog, intermediate, b),
-                              None, b, LPOptions(tighten=options.lp_all, upper=False))
-        for name, (l, u) in zip(prog.pre_nodes, pre):
-            inter[name].lower[b], inter[name].upper[b] = l, u
+        pre, _ = bb.layer_bounds(b, LPOptions(tighten=options.lp_all, upper=False))
         red = reduce_program(prog, pre, obj)
         size = 1 + sum(red.sizes)
         if size > options.max_size:
@@ -117,4 +106,4 @@ def sdp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
                 cert = certify(data, y, s)
                 out[b, i] = sign * cert.bound
     stats = {"statuses": statuses, "seconds": time.perf_counter() - t0}
-    return RelaxationResult(out_lo, out_hi, inter, stats)
+    return RelaxationResult(out_lo, out_hi, bb.inter, stats)

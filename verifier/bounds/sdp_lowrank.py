@@ -52,9 +52,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, lsmr
 
-from .lp import LPOptions, layer_bounds
-from .lp_program import (LayerBounds, RelaxationResult, as_batch_box, core_intermediate,
-                         merge_intermediate, relu_program, spec_rows)
+from .lp import LPOptions, box_batch
+from .lp_program import RelaxationResult
 from .sdp_certificate import certify
 from .sdp_operator import LowRankOperator
 from .sdp_program import lift, reduce_program, reduced_row, sdp_data
@@ -330,23 +329,13 @@ def sdp_lowrank_bounds(net, lower, upper, C=None, d=None, intermediate=None,
     each from a dual certificate. Shapes and ``intermediate`` as ``lp_bounds``."""
     options = options or LowRankOptions()
     t0 = time.perf_counter()
-    prog = relu_program(net, "sdp-lowrank")
-    C, d = spec_rows(net, C, d)
-    obj = prog.output.rows(C, d)
-    lo, hi = as_batch_box(net, lower, upper)
-    if intermediate is None:
-        intermediate = core_intermediate(net, lo, hi)
-    B, k = lo.shape[0], C.shape[0]
-    out_lo, out_hi = np.full((B, k), -np.inf), np.full((B, k), np.inf)
-    inter = {name: LayerBounds(np.zeros((B, n)), np.zeros((B, n)))
-             for name, n in zip(prog.pre_nodes, prog.sizes[1:])}
+    bb = box_batch(net, "sdp-lowrank", lower, upper, C, d, intermediate)
+    prog, C, d, obj, lo, hi = bb.prog, bb.C, bb.d, bb.obj, bb.lo, bb.hi
+    B, k, out_lo, out_hi = lo.shape[0], C.shape[0], bb.out_lo, bb.out_hi
     rng = np.random.default_rng(options.seed)
     runs = []
     for b in range(B):
-        pre, _ = layer_bounds(prog, lo[b], hi[b], merge_intermediate(prog, intermediate, b),
-                              None, b, LPOptions(tighten=options.lp_all, upper=False))
-        for name, (l, u) in zip(prog.pre_nodes, pre):
-            inter[name].lower[b], inter[name].upper[b] = l, u
+        pre, _ = bb.layer_bounds(b, LPOptions(tighten=options.lp_all, upper=False))
         red = reduce_program(prog, pre, obj)
         for i in range(k):
             for sign, out in ((1.0, out_lo), (-1.0, out_hi)):
@@ -360,4 +349,4 @@ def sdp_lowrank_bounds(net, lower, upper, C=None, d=None, intermediate=None,
                 out[b, i] = sign * cert.bound
                 runs.append(st)
     stats = {"runs": runs, "seconds": time.perf_counter() - t0}
-    return RelaxationResult(out_lo, out_hi, inter, stats)
+    return RelaxationResult(out_lo, out_hi, bb.inter, stats)
