@@ -159,6 +159,48 @@ def test_optimised_bounds_are_at_least_the_starting_ones_and_beta_gradients_are_
     np.testing.assert_allclose(lb1 - lb0, (gb[0] * step).sum(axis=2), atol=1e-9)
 
 
+@settings(max_examples=20)
+@given(seed=st.integers(0, 10 ** 6), shared=st.booleans())
+def test_settled_domains_stop_iterating_and_the_others_are_bounded_as_before(seed, shared):
+    # optimise(settled=...) drops the settled domains from the iterations (their arrays are
+    # compacted away); every bound must stay sound, and the domains never settled must get
+    # the bounds and slopes of a run without the test
+    rng = np.random.default_rng(seed)
+    n0 = int(rng.integers(1, 5))
+    net = mlp(seed, n0, [int(w) for w in rng.integers(2, 8, size=rng.integers(1, 4))], 3,
+              scale=2.0)
+    chain = as_relu_chain(net)
+    cb = ChainBounder(chain)
+    B, K = 8, 2
+    c = rng.normal(size=(B, n0))
+    r = rng.random((B, n0))
+    xl, xu = c - r, c + r
+    lo, hi = cb.ibp(xl, xu)
+    cb.intermediate(xl, xu, lo, hi)
+    C = rng.normal(size=(K, 3)) if shared else rng.normal(size=(B, K, 3))
+    d = rng.normal(size=K)
+    calls = []
+
+    def settled(best, idx):
+        calls.append(idx.copy())
+        return idx % 2 == 0  # every other domain settles after the first iteration
+
+    plain = optimise(cb, C, d, xl, xu, lo, hi, iterations=6)
+    res = optimise(cb, C, d, xl, xu, lo, hi, iterations=6, settled=settled)
+    assert len(calls) == 6 and calls[0].tolist() == list(range(B))
+    assert all(idx.tolist() == list(range(1, B, 2)) for idx in calls[1:])
+    odd = np.arange(1, B, 2)
+    np.testing.assert_allclose(res.lb[odd], plain.lb[odd], rtol=1e-12, atol=1e-12)
+    for j in res.alpha:
+        np.testing.assert_allclose(res.alpha[j][odd], plain.alpha[j][odd], atol=1e-12)
+    first = optimise(cb, C, d, xl, xu, lo, hi, iterations=1)
+    np.testing.assert_allclose(res.lb[::2], first.lb[::2], rtol=1e-12, atol=1e-12)
+    Cb = np.broadcast_to(C, (B, K, 3))
+    for b in range(B):
+        X, Z = _sample_domain(chain, xl[b], xu[b], {}, rng, n=500)
+        assert np.all(Z[-1] @ Cb[b].T - d >= res.lb[b])
+
+
 @pytest.mark.parametrize("pairs", [False, True])
 def test_a_mixture_row_never_exceeds_the_largest_row_of_its_conjunction(pairs):
     rng = np.random.default_rng(3)

@@ -392,13 +392,18 @@ class Optimised:
 
 def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, beta=None,
              iterations=20, lr_alpha=0.1, lr_beta=0.05, use_beta=True, deadline=None,
-             clock=None, top=None) -> Optimised:
+             clock=None, top=None, settled=None) -> Optimised:
     """Projected Adam ascent of the final bound of ``C z_L - d`` (C: (K, n_L) or (B, K, n_L),
     d: (K,) or (B, K)) in the lower slopes ``alpha_i`` (B, K, n_i) in [0, 1] of unstable neurons
     and the split multipliers ``beta_i`` (B, K, n_i) >= 0 of split neurons, warm-started from the
     given ``alpha``/``beta`` (None: adaptive slopes, beta 0). Every iterate is a valid bound;
     the best per row is kept. Stops early at ``deadline`` (``clock()`` values). ``top``: bound
-    ``C z_top - d`` of an inner layer instead (default the output layer)."""
+    ``C z_top - d`` of an inner layer instead (default the output layer).
+
+    ``settled(best, idx) -> (n,) bool``: called after every iteration with the best bounds so
+    far ``best`` (n, K) of the domains still iterated and their indices ``idx`` (n,) into the
+    batch; once it marks a quarter of them (e.g. those whose bound already decides them), or
+    all, they stop iterating and keep their best iterate. The bound of every row stays the best of valid bounds."""
     top = cb.L - 1 if top is None else top
     layers = [j for j in cb.relu_layers if j < top]
     B = xl.shape[0]
@@ -429,37 +434,50 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
     best = lb.copy()
     best_al = {j: a.copy() for j, a in al.items()}
     best_be = {j: b.copy() for j, b in be.items()}
-    state = {}
+    # the domains still iterated: ``act`` indexes the batch; ``it`` holds their arrays
+    act = np.arange(B)
+    it = _Active(xl, xu, lo, hi, split, A, const, w, relaxes, al, be, {}, pas)
     b1, b2, eps = 0.9, 0.999, 1e-8
     for t in range(1, iterations + 1):
         if deadline is not None and clock() >= deadline:
             break
-        ga, gb = cb.gradients(top, pas, xl, xu, al, split, want_beta=bool(be))
+        ga, gb = cb.gradients(top, it.pas, it.xl, it.xu, it.al, it.split, want_beta=bool(it.be))
         for key, params, grads, lr, lo_clip, hi_clip in (
-                ("a", al, ga, lr_alpha, 0.0, 1.0), ("b", be, gb, lr_beta, 0.0, np.inf)):
+                ("a", it.al, ga, lr_alpha, 0.0, 1.0), ("b", it.be, gb, lr_beta, 0.0, np.inf)):
             for j in list(params):
                 g = grads.get(j)
                 if g is None:
                     continue
-                m, v = state.get((key, j), (0.0, 0.0))
+                m, v = it.state.get((key, j), (0.0, 0.0))
                 m = b1 * m + (1 - b1) * g
                 v = b2 * v + (1 - b2) * g * g
-                state[(key, j)] = (m, v)
+                it.state[(key, j)] = (m, v)
                 step = lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
                 params[j] = np.clip(params[j] + step, lo_clip, hi_clip)
-        for j in al:
-            al[j] = np.where(relaxes[j].unstable[:, None, :], al[j], 0.0)
-        for j in be:
-            be[j] = np.where(split[j][:, None, :] != 0, be[j], 0.0)
-        lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes,
-                              keep=True)
-        better = lb > best
+        for j in it.al:
+            it.al[j] = np.where(it.relaxes[j].unstable[:, None, :], it.al[j], 0.0)
+        for j in it.be:
+            it.be[j] = np.where(it.split[j][:, None, :] != 0, it.be[j], 0.0)
+        lb, it.pas = cb.backward(top, it.A, it.const, it.xl, it.xu, it.lo, it.hi, it.w, it.al,
+                                 it.be or None, it.split, it.relaxes, keep=True)
+        sel = slice(None) if act.size == B else act
+        cur = best[sel]
+        better = lb > cur
         if better.any():
-            best = np.where(better, lb, best)
-            for j in al:
-                best_al[j] = np.where(better[:, :, None], al[j], best_al[j])
-            for j in be:
-                best_be[j] = np.where(better[:, :, None], be[j], best_be[j])
+            best[sel] = np.where(better, lb, cur)
+            for j in it.al:
+                best_al[j][sel] = np.where(better[:, :, None], it.al[j], best_al[j][sel])
+            for j in it.be:
+                best_be[j][sel] = np.where(better[:, :, None], it.be[j], best_be[j][sel])
+        if settled is not None:
+            done = np.asarray(settled(best[sel], act), dtype=bool)
+            if done.all():
+                break
+            # compacting copies every array: only once a quarter of the domains are settled
+            if 4 * done.sum() >= done.size:
+                keep = np.flatnonzero(~done)
+                act = act[keep]
+                it = it.take(keep)
     if iterations > 0:
         lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, best_al, best_be or None, split,
                               relaxes, keep=True)
@@ -469,3 +487,42 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
             top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes, keep=True)[1]
     return Optimised(best, best_al, best_be, pas)
 
+
+@dataclass
+class _Active:
+    """The arrays of ``optimise`` restricted to the domains still iterated (batch axis first;
+    ``A`` and ``const`` may have a batch axis of 1, shared by all domains)."""
+
+    xl: np.ndarray
+    xu: np.ndarray
+    lo: list
+    hi: list
+    split: dict | None
+    A: np.ndarray
+    const: np.ndarray
+    w: list
+    relaxes: dict
+    al: dict
+    be: dict
+    state: dict
+    pas: Pass
+
+    def take(self, idx: np.ndarray) -> "_Active":
+        """The same arrays for the domains ``idx`` (indices into this batch)."""
+        def sub(a):
+            return a if a is None or np.ndim(a) == 0 or a.shape[0] == 1 else a[idx]
+
+        def sub_relax(rx):
+            return Relax(*(sub(getattr(rx, f)) for f in _RELAX_FIELDS))
+        return _Active(
+            self.xl[idx], self.xu[idx], [sub(x) for x in self.lo], [sub(x) for x in self.hi],
+            None if self.split is None else {j: sub(s) for j, s in self.split.items()},
+            sub(self.A), sub(self.const), [sub(x) for x in self.w],
+            {j: sub_relax(r) for j, r in self.relaxes.items()},
+            {j: a[idx] for j, a in self.al.items()}, {j: b[idx] for j, b in self.be.items()},
+            {k: (sub(m), sub(v)) for k, (m, v) in self.state.items()},
+            Pass({j: sub(a) for j, a in self.pas.lams.items()}, self.pas.lam0[idx],
+                 {j: sub_relax(r) for j, r in self.pas.relaxes.items()}))
+
+
+_RELAX_FIELDS = ("unstable", "active", "k_up", "t_up", "k_lo_default", "zmax", "unstable_u8")

@@ -8,7 +8,8 @@ conjunction); a conjunction is refuted in a box when one of its rows has a prove
 > 0, and a box with every conjunction refuted is dropped. Each remaining box gets its centre and
 its bound's minimiser x* checked (a float64 forward pass; points whose margin is <= 0 are
 replayed), then is bisected along the candidate dimension (all of them for small inputs, else
-the best by ``branching.input_scores``) whose two children get the best cheap bounds.
+the best by ``branching.input_scores``) whose two children get the best cheap bounds (IBP
+inner bounds, CROWN on the spec's rows). Alpha stops on a box as soon as it is refuted.
 
 The boxes partition the case's box (children share their cut plane, so the union is exact), so
 "every box refuted" proves the pair; the answer is ``sat`` only with a replayed point.
@@ -157,7 +158,8 @@ class InputSplitSearch(CaseSearch):
             KL[bi, di, 1, dims] = mid
             kopen = np.repeat(open_, 2 * D, axis=0)
             KL, KU = KL.reshape(-1, n0), KU.reshape(-1, n0)
-            # every candidate bisection is bounded cheaply (no CROWN for inner neurons); the
+            # every candidate bisection is bounded cheaply (IBP for inner neurons, see
+            # ``BabOptions.input_lookahead_forward``; CROWN for the spec's rows); the
             # dimension whose children are best is kept, and its children are bounded fully,
             # within their parent's inner bounds (a child lies in its parent; the cheap bounds
             # are left without them: they then rank the dimensions better, and on ACAS Xu
@@ -220,8 +222,9 @@ class InputSplitSearch(CaseSearch):
         lo, hi = cb.ibp(xl, xu, lo_ref=lo_ref, hi_ref=hi_ref)
         if self.method == "ibp":
             return cb.interval_rows(self.C, self.d, lo[-1], hi[-1]), None, _pack(lo, hi)
-        cb.intermediate(xl, xu, lo, hi, forward=xl.shape[1] <= self.opt.forward_max_dim,
-                        crown=not cheap)
+        forward = xl.shape[1] <= self.opt.forward_max_dim and (
+            not cheap or self.opt.input_lookahead_forward)
+        cb.intermediate(xl, xu, lo, hi, forward=forward, crown=not cheap)
         zb = None if cheap else _pack(lo, hi)
         if cheap and not self.base.all():
             res = optimise(cb, self.C[self.base], self.d[self.base], xl, xu, lo, hi,
@@ -238,19 +241,35 @@ class InputSplitSearch(CaseSearch):
             return lb, lam0, zb
         # alpha only pays on small boxes (deep in the tree) that CROWN leaves open
         depth = -np.log2(np.maximum((xu - xl) / self.full, 1e-300)).sum(axis=1)
-        todo = (open_ & ~(self._conj_lb(lb) > 0.0)).any(axis=1) & (depth >= self.opt.input_alpha_depth)
+        need = open_ & ~(self._conj_lb(lb) > 0.0)
+        todo = need.any(axis=1) & (depth >= self.opt.input_alpha_depth)
         if todo.any():
             sub = np.flatnonzero(todo)
             rows = self._alpha_rows(lb[sub])                                    # (S, k)
             res2 = optimise(cb, self.C[rows], self.d[rows], xl[sub], xu[sub],
                             [x[sub] for x in lo], [x[sub] for x in hi], iterations=iters,
                             lr_alpha=self.opt.lr_alpha, deadline=self.deadline,
-                            clock=time.monotonic)
+                            clock=time.monotonic,
+                            settled=self._refuted_by(self.row_conj[rows], need[sub]))
             lb = lb.copy()
             lam0 = lam0.copy()
             lb[sub[:, None], rows] = np.maximum(lb[sub[:, None], rows], res2.lb)
             lam0[sub[:, None], rows] = res2.pas.lam0
         return lb, lam0, zb
+
+    def _refuted_by(self, conj: np.ndarray, need: np.ndarray):
+        """The ``settled`` test of ``optimise`` for boxes whose rows belong to the conjunctions
+        ``conj`` (S, k) and whose conjunctions ``need`` (S, J) are still to be refuted: a box is
+        settled once each of them has a row with a lower bound > 0 (the box is then dropped,
+        and more alpha steps could not change that)."""
+        def settled(best: np.ndarray, idx: np.ndarray) -> np.ndarray:
+            pos = best > 0.0
+            c = conj[idx]
+            ok = np.ones(idx.size, dtype=bool)
+            for j in range(self.J):
+                ok &= ~need[idx, j] | (pos & (c == j)).any(axis=1)
+            return ok
+        return settled
 
     def _alpha_rows(self, lb: np.ndarray) -> np.ndarray:
         """(S, k) indices of the rows alpha optimises in each box: of every conjunction, the
