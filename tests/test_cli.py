@@ -159,6 +159,33 @@ def test_an_unexpected_failure_is_answered_error_with_exit_status_one(tmp_path, 
     assert res.read_text() == "error\n"
 
 
+def test_verify_runs_one_blas_thread_unless_told_otherwise(capsys, monkeypatch):
+    # a second BLAS thread made an ACAS Xu instance 6x slower on a busy 2-core machine
+    import importlib
+
+    from verifier import run
+    if run.blas_threads() is None:
+        pytest.skip("numpy is not linked against OpenBLAS here")
+    seen = []
+    module = importlib.import_module("verifier.verify")
+    real = module.verify
+
+    def spy(*a, **k):
+        seen.append(run.blas_threads())
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, "verify", spy)
+    try:
+        run.limit_blas_threads(2)
+        assert run_main(["verify", MODEL, ROBUST], capsys)[0] == 0
+        run.limit_blas_threads(2)
+        two = run.blas_threads()  # 1 where the library allows only one
+        assert run_main(["verify", MODEL, ROBUST, "--threads", "0"], capsys)[0] == 0
+    finally:
+        run.limit_blas_threads(1)
+    assert seen == [1, two]
+
+
 # --------------------------------------------------------------------------------------------
 # check, bounds, run
 # --------------------------------------------------------------------------------------------
