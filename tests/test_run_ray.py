@@ -5,9 +5,11 @@ One local Ray instance (2 CPUs) serves the whole module. Ray is a test extra: in
 its absence fails, elsewhere it skips."""
 import os
 import shutil
+import socket
 
 import pytest
 
+from verifier.errors import VerifierError
 from verifier.run import RunOptions, read_ground_truth, read_results, run_benchmark, summarize
 
 try:
@@ -72,3 +74,11 @@ def test_an_instance_over_its_time_is_a_timeout_row_and_the_run_goes_on(ray_clus
     assert len(rows) == 6
     # too little time: never an answer (the broken model is still bad input)
     assert {r.result for r in rows if r.onnx != "broken.onnx"} == {"timeout"}
+
+
+def test_an_unreachable_cluster_is_a_clear_error_not_a_hang(bench, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(VerifierError, match="cannot reach the Ray cluster"):
+        run_benchmark(bench, tmp_path / "r.csv", RunOptions(ray=f"127.0.0.1:{port}"))

@@ -60,6 +60,7 @@ def connect(address: str, cpus: int) -> bool:
     disconnects at the end). A cluster that cannot be reached is a ``VerifierError``."""
     import ray  # noqa: PLC0415 (optional dependency)
 
+    check_reachable(address)
     if ray.is_initialized():
         return False
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -71,6 +72,22 @@ def connect(address: str, cpus: int) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise VerifierError(f"cannot start or join the Ray cluster {address!r}: {exc}") from exc
     return True
+
+
+def check_reachable(address: str, seconds: float = 5.0) -> None:
+    """For an explicit ``HOST:PORT`` (or ``ray://HOST:PORT``) address, one TCP connection
+    within ``seconds``; ``VerifierError`` when none is made (``ray.init`` itself retries an
+    unreachable address for minutes). "local" and "auto" are left to Ray."""
+    import socket  # noqa: PLC0415
+
+    host_port = address.split("://", 1)[-1]
+    host, sep, port = host_port.rpartition(":")
+    if address in ("local", "auto") or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise VerifierError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
 
 
 def ray_rows(queue: list[Instance], bench: Path, opt: RunOptions, ce_dir: Path):
