@@ -159,7 +159,7 @@ class InputSplitSearch(CaseSearch):
             kopen = np.repeat(open_, 2 * D, axis=0)
             KL, KU = KL.reshape(-1, n0), KU.reshape(-1, n0)
             # every candidate bisection is bounded cheaply (IBP for inner neurons, see
-            # ``BabOptions.input_lookahead_forward``; CROWN for the spec's rows); the
+            # ``BabOptions.input_lookahead_forward_depth``; CROWN for the spec's rows); the
             # dimension whose children are best is kept, and its children are bounded fully,
             # within their parent's inner bounds (a child lies in its parent; the cheap bounds
             # are left without them: they then rank the dimensions better, and on ACAS Xu
@@ -222,9 +222,22 @@ class InputSplitSearch(CaseSearch):
         lo, hi = cb.ibp(xl, xu, lo_ref=lo_ref, hi_ref=hi_ref)
         if self.method == "ibp":
             return cb.interval_rows(self.C, self.d, lo[-1], hi[-1]), None, _pack(lo, hi)
-        forward = xl.shape[1] <= self.opt.forward_max_dim and (
-            not cheap or self.opt.input_lookahead_forward)
-        cb.intermediate(xl, xu, lo, hi, forward=forward, crown=not cheap)
+        forward = xl.shape[1] <= self.opt.forward_max_dim
+        if cheap and forward:
+            # the lookahead: forward linear bounds only on the boxes of few bisections
+            shallow = self._depth(xl, xu) < self.opt.input_lookahead_forward_depth
+            if shallow.all() or not shallow.any():
+                forward = bool(shallow.all())
+            else:
+                for part, fw in ((np.flatnonzero(shallow), True),
+                                 (np.flatnonzero(~shallow), False)):
+                    plo, phi = [x[part] for x in lo], [x[part] for x in hi]
+                    cb.intermediate(xl[part], xu[part], plo, phi, forward=fw, crown=False)
+                    for i in range(len(lo)):
+                        lo[i][part], hi[i][part] = plo[i], phi[i]
+                forward = None
+        if forward is not None:
+            cb.intermediate(xl, xu, lo, hi, forward=forward, crown=not cheap)
         zb = None if cheap else _pack(lo, hi)
         if cheap and not self.base.all():
             res = optimise(cb, self.C[self.base], self.d[self.base], xl, xu, lo, hi,
@@ -240,7 +253,7 @@ class InputSplitSearch(CaseSearch):
         if iters <= 0 or cheap:
             return lb, lam0, zb
         # alpha only pays on small boxes (deep in the tree) that CROWN leaves open
-        depth = -np.log2(np.maximum((xu - xl) / self.full, 1e-300)).sum(axis=1)
+        depth = self._depth(xl, xu)
         need = open_ & ~(self._conj_lb(lb) > 0.0)
         todo = need.any(axis=1) & (depth >= self.opt.input_alpha_depth)
         if todo.any():
@@ -256,6 +269,10 @@ class InputSplitSearch(CaseSearch):
             lb[sub[:, None], rows] = np.maximum(lb[sub[:, None], rows], res2.lb)
             lam0[sub[:, None], rows] = res2.pas.lam0
         return lb, lam0, zb
+
+    def _depth(self, xl, xu) -> np.ndarray:
+        """(B,) bisections that made each box from the case's: ``-sum log2(width / full)``."""
+        return -np.log2(np.maximum((xu - xl) / self.full, 1e-300)).sum(axis=1)
 
     def _refuted_by(self, conj: np.ndarray, need: np.ndarray):
         """The ``settled`` test of ``optimise`` for boxes whose rows belong to the conjunctions
