@@ -180,7 +180,9 @@ class ReluSplitSearch(CaseSearch):
                        alpha=dom.alpha or None, beta=dom.beta or None,
                        iterations=iterations if self.optimised else 0,
                        lr_alpha=self.opt.lr_alpha, lr_beta=self.opt.lr_beta,
-                       deadline=self.deadline, clock=time.monotonic)
+                       deadline=self.deadline, clock=time.monotonic,
+                       settled=lambda best, idx: (~dom.open[idx]
+                                                  | (self._conj_lb(best) > 0.0)).all(axis=1))
         dom.lb = np.maximum(dom.lb, res.lb)
         dom.alpha = res.alpha
         for i in cb.relu_layers:
