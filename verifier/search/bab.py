@@ -56,12 +56,6 @@ class BabOptions:
     #: forward linear bounds filter the neurons CROWN bounds when the input has at most this
     #: many values
     forward_max_dim: int = 16
-    #: the cheap bounds of the lookahead intersect the forward linear bounds on boxes of fewer
-    #: than this many bisections (deeper ones: IBP alone bounds their inner neurons): deep in
-    #: the tree the bisections chosen without them make a smaller tree at a third of the
-    #: lookahead's cost (ACAS Xu property 2, forward everywhere / nowhere / above 14: 3_3
-    #: 461k / 321k / 302k boxes, 4_2 114k / 85k / 85k; property 1 on 4_7: 5.0k / 8.4k / 5.0k)
-    input_lookahead_forward_depth: float = 14.0
     #: alpha iterations on the boxes CROWN leaves open (input split; 0: CROWN only), once a
     #: box is at least ``input_alpha_depth`` bisections deep
     input_alpha_iterations: int = 20
