@@ -23,7 +23,9 @@ from .plant import PlantOptions
 #: (1) and 2x128 at eps 0.05 (3) kept few, and are replaced by more two-layer MLPs of the
 #: high-yield kind (other widths and radii, so the models differ) and a residual 3x80. Seeds
 #: follow a model's position, so the models that stayed keep their positions (and their
-#: yields): 78 kept from them, about 8 expected from each of the six new ones. The plain 3x96
+#: yields, up to run-to-run differences): 78 kept from them, about 8 expected from each of the six
+#: new ones; measured (2026-12-03, benchmarks/soundness): 109 kept, 32 by the new ones (2-10 each),
+#: 46 min on two workers sharing the machine with another job. The plain 3x96
 #: (4 kept) stays for depth. The CNNs (1x5x5 and 3x5x5, average pooling, a residual block) and
 #: the tanh and sigmoid MLPs train slower and keep few or none of their points (a 3x5x5 CNN with
 #: 8 channels kept 0 of 8, a 2x128 tanh MLP 0 of 10), so they get few. The slow models come
