@@ -14,7 +14,8 @@ from verifier.search.bab import BabOptions, branch_and_bound
 from verifier.search.bab_chain import as_relu_chain
 from verifier.search.bab_crown import ChainBounder, optimise
 from verifier.search.bab_forward import ForwardState
-from verifier.search.bab_input import InputSplitSearch, _unpack, mixture_rows
+from verifier.search.bab_input import (InputSplitSearch, _BestFirst, _Stack, _unpack,
+                                       mixture_rows)
 from verifier.search.replay import Replay
 
 
@@ -273,6 +274,64 @@ def test_lookahead_bounds_hold_at_sampled_points_and_leave_the_mixtures_out(seed
     for b in range(B):
         X, Z = _sample_domain(chain, xl[b], xu[b], {}, rng, n=500)
         assert np.all(Z[-1] @ C.T - d >= lb[b, search.base])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), n=st.integers(1, 7))
+def test_best_first_queue_pops_the_lowest_bounds_across_batches(seed, n):
+    # the key of a box is its weakest open conjunction's bound (NaN first); pops take the n
+    # lowest keys, ties newest first, returned lowest last, with each box's own fields, the
+    # same as a stable sort of the whole queue per batch (what the queue replaced)
+    rng = np.random.default_rng(seed)
+    K, J = 4, 2
+    row_conj = np.array([0, 0, 1, 1])
+    conj_lb = lambda lb: np.stack([lb[:, row_conj == j].max(axis=1) for j in range(J)], 1)
+    made = 0
+
+    def boxes(k):
+        nonlocal made
+        ids = np.arange(made, made + k, dtype=float)
+        made += k
+        open_ = rng.random((k, J)) < 0.7
+        open_[~open_.any(axis=1), 0] = True
+        lb = rng.integers(-3, 1, size=(k, K)).astype(float)          # many ties
+        lb[rng.random((k, K)) < 0.05] = np.nan
+        return (np.stack([ids, -ids], 1), None, open_, lb, rng.random((k, K, 2)), ids)
+
+    def key(e):
+        w = np.where(e[2], conj_lb(e[3]), np.inf).min(axis=1)
+        return np.where(np.isnan(w), -np.inf, w)
+
+    first = boxes(int(rng.integers(1, 10)))
+    q = _BestFirst(first, conj_lb)
+    queued = [(w, -t) for t, w in enumerate(key(first))]           # (key, -id) of queued boxes
+    fields = {int(i): (first[3][b], first[4][b]) for b, i in enumerate(first[5])}
+    while queued:
+        got = q.pop(n)
+        want = sorted(queued)[:n][::-1]
+        assert [int(i) for i in got[5]] == [-t for _, t in want]
+        assert got[1] is None and np.array_equal(got[0][:, 0], got[5])
+        for b, i in enumerate(got[5]):
+            assert np.array_equal(got[3][b], fields[int(i)][0], equal_nan=True)
+            assert np.array_equal(got[4][b], fields[int(i)][1])
+        assert len(q) == len(queued) - len(want)
+        queued = sorted(queued)[n:]
+        if made < 200:
+            e = boxes(int(rng.integers(0, 3 * n)))
+            if e[0].shape[0]:
+                q.push(e)
+                queued += [(w, -int(i)) for w, i in zip(key(e), e[5])]
+                fields.update({int(i): (e[3][b], e[4][b]) for b, i in enumerate(e[5])})
+    assert len(q) == 0
+
+
+def test_depth_order_pops_the_newest_boxes_first():
+    ids = np.arange(5.0)
+    s = _Stack((ids[:3, None], None, ids[:3]))
+    s.push((ids[3:, None], None, ids[3:]))
+    got = s.pop(3)
+    assert got[1] is None and list(got[2]) == [3.0, 4.0, 2.0] and len(s) == 2
+    assert list(s.pop(3)[2]) == [0.0, 1.0] and len(s) == 0
 
 
 # -- answers agree with exact MILP ------------------------------------------------------------

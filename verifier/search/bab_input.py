@@ -16,6 +16,7 @@ The boxes partition the case's box (children share their cut plane, so the union
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 
@@ -131,15 +132,16 @@ class InputSplitSearch(CaseSearch):
         open_ &= self._conj_lb(lb) <= 0.0
         if not open_.any():
             return "unsat"
-        stack = [(xl, xu, open_, lb, lam0, zb)]
-        n_stack, batches = 1, 0
-        while stack:
+        first = (xl, xu, open_, lb, lam0, zb)
+        if opt.input_order == "best":
+            queue = _BestFirst(first, self._conj_lb)
+        else:
+            queue = _Stack(first)
+        batches = 0
+        while len(queue):
             if time.monotonic() >= self.deadline:
                 return "timeout"
-            if opt.input_order == "best" and len(stack) > 1:
-                stack = [_lowest_first(stack, self._conj_lb)]
-            xl, xu, open_, lb, lam0, zb = _pop(stack, opt.input_batch)
-            n_stack -= xl.shape[0]
+            xl, xu, open_, lb, lam0, zb = queue.pop(opt.input_batch)
             if self._check_candidates(xl, xu, open_, lb, lam0):
                 return "sat"
             B, n0 = xl.shape
@@ -198,14 +200,13 @@ class InputSplitSearch(CaseSearch):
             batches += 1
             if log.isEnabledFor(logging.DEBUG) and batches % 20 == 0:
                 log.debug("input split: %d boxes bounded, %d queued", self.stats["boxes"],
-                          n_stack)
+                          len(queue))
             if alive.size == 0:
                 continue
-            stack.append((KL[alive], KU[alive], kopen[alive],
-                          klb[alive], None if klam0 is None else klam0[alive], kzb[alive]))
-            n_stack += alive.size
-            self.stats["max_queue"] = max(self.stats.get("max_queue", 0), n_stack)
-            if n_stack > opt.max_domains:
+            queue.push((KL[alive], KU[alive], kopen[alive],
+                        klb[alive], None if klam0 is None else klam0[alive], kzb[alive]))
+            self.stats["max_queue"] = max(self.stats.get("max_queue", 0), len(queue))
+            if len(queue) > opt.max_domains:
                 log.info("input split: more than %d boxes queued", opt.max_domains)
                 return "unknown"
         return "unsat"
@@ -305,29 +306,95 @@ def _unpack(z: np.ndarray, widths) -> tuple[list, list]:
             [z[:, 1, a:b] for a, b in zip(cut[:-1], cut[1:])])
 
 
-def _pop(stack: list, n: int) -> tuple:
-    """Take up to n boxes from the top of the stack (the most recently pushed first); each
-    entry is a tuple of arrays (or None) sharing their first axis."""
-    parts = []
-    got = 0
-    while stack and got < n:
-        entry = stack.pop()
-        size = entry[0].shape[0]
-        take = min(n - got, size)
-        if take < size:
-            stack.append(tuple(None if a is None else a[:-take] for a in entry))
-            entry = tuple(None if a is None else a[-take:] for a in entry)
-        parts.append(entry)
-        got += take
-    return tuple(None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
-                 for i in range(len(parts[0])))
+class _Stack:
+    """The open boxes as a stack ("depth" order): ``pop(n)`` takes up to n boxes from the top
+    (the most recently pushed first). An entry is a tuple of arrays (or None) sharing their
+    first axis, one row per box."""
+
+    def __init__(self, entry: tuple):
+        self._entries = [entry]
+        self._n = entry[0].shape[0]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def push(self, entry: tuple) -> None:
+        self._entries.append(entry)
+        self._n += entry[0].shape[0]
+
+    def pop(self, n: int) -> tuple:
+        parts = []
+        got = 0
+        while self._entries and got < n:
+            entry = self._entries.pop()
+            size = entry[0].shape[0]
+            take = min(n - got, size)
+            if take < size:
+                self._entries.append(tuple(None if a is None else a[:-take] for a in entry))
+                entry = tuple(None if a is None else a[-take:] for a in entry)
+            parts.append(entry)
+            got += take
+        self._n -= got
+        return tuple(None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
+                     for i in range(len(parts[0])))
 
 
-def _lowest_first(stack: list, conj_lb) -> tuple:
-    """The stack merged into one entry whose top (end) holds the boxes of lowest bound."""
-    merged = tuple(None if stack[0][i] is None else np.concatenate([e[i] for e in stack])
-                   for i in range(len(stack[0])))
-    xl, xu, open_, lb = merged[:4]
-    worst = np.where(open_, conj_lb(lb), np.inf).min(axis=1)
-    order = np.argsort(-worst, kind="stable")
-    return tuple(None if a is None else a[order] for a in merged)
+class _BestFirst:
+    """The open boxes, lowest bound first ("best" order), in O(log N) per box pushed or
+    popped.
+
+    A box's key is ``w = min_j lb_j`` over its open conjunctions j, with ``lb_j`` the best
+    lower bound of conjunction j's rows (``conj_lb``; NaN counts as -inf, so a box whose bound
+    is not a number is taken early, never left behind). ``pop(n)`` takes the n boxes of lowest
+    ``(w, -t)``, t the order in which boxes were pushed (ties: the newest first), and returns
+    them in decreasing ``(w, -t)`` (the lowest last); this is the order of a stable sort of all
+    the queued boxes by decreasing w followed by taking the n at its end, done with a binary
+    heap of ``(w, -t, row)`` instead of a sort per batch. The boxes are rows of arrays that
+    grow by doubling; the rows of popped boxes are reused."""
+
+    def __init__(self, entry: tuple, conj_lb):
+        self._conj_lb = conj_lb
+        self._heap: list = []
+        self._t = 0
+        self._cols = [None if a is None else np.empty((0,) + a.shape[1:], a.dtype)
+                      for a in entry]
+        self._free: list = []
+        self.push(entry)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def _rows(self, k: int) -> np.ndarray:
+        """k free row indices, the arrays grown (doubled) when too few are free."""
+        if len(self._free) < k:
+            cap = self._cols[0].shape[0]
+            new = max(2 * cap, cap + k - len(self._free))
+            self._cols = [None if c is None else
+                          np.concatenate([c, np.empty((new - cap,) + c.shape[1:], c.dtype)])
+                          for c in self._cols]
+            self._free.extend(range(cap, new))
+        rows = np.array(self._free[len(self._free) - k:], dtype=np.int64)
+        del self._free[len(self._free) - k:]
+        return rows
+
+    def push(self, entry: tuple) -> None:
+        if any((c is None) != (a is None) for c, a in zip(self._cols, entry)):
+            raise ValueError("queued boxes must all carry the same fields")
+        _, _, open_, lb = entry[:4]
+        k = open_.shape[0]
+        w = np.where(open_, self._conj_lb(lb), np.inf).min(axis=1)
+        w = np.where(np.isnan(w), -np.inf, w)
+        rows = self._rows(k)
+        for c, a in zip(self._cols, entry):
+            if c is not None:
+                c[rows] = a
+        for i, (wi, r) in enumerate(zip(w.tolist(), rows.tolist())):
+            heapq.heappush(self._heap, (wi, -(self._t + i), r))
+        self._t += k
+
+    def pop(self, n: int) -> tuple:
+        got = [heapq.heappop(self._heap)[2] for _ in range(min(n, len(self._heap)))]
+        rows = np.array(got[::-1], dtype=np.int64)
+        out = tuple(None if c is None else c[rows] for c in self._cols)
+        self._free.extend(got)
+        return out
