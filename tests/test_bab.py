@@ -410,3 +410,16 @@ def test_a_network_that_is_not_a_chain_is_left_unknown():
     res = branch_and_bound(net, spec, [(0, 0)], deadline=time.monotonic() + 5,
                            replay=Replay(spec, net=net))
     assert res.status == "unknown"
+
+
+def test_a_nan_row_bound_never_refutes_a_conjunction():
+    # an overflow (inf - inf) in a bound gives NaN; "NaN <= 0" is False, so a search testing
+    # "still open" with <= 0 dropped the region as if it were proven
+    from verifier.search.bab_case import CaseSearch
+
+    s = CaseSearch()
+    s._set_rows([np.ones((2, 3)), np.ones((1, 3))], [np.zeros(2), np.zeros(1)])
+    lb = np.array([[np.nan, -1.0, np.nan], [np.nan, 2.0, 0.5], [-3.0, -4.0, 1.0]])
+    got = s._conj_lb(lb)
+    assert np.array_equal(got, [[-1.0, -np.inf], [2.0, 0.5], [-3.0, 1.0]])
+    assert (got <= 0.0).tolist() == [[True, True], [False, False], [True, False]]

@@ -36,8 +36,11 @@ class CaseSearch:
         return out
 
     def _conj_lb(self, lb: np.ndarray) -> np.ndarray:
-        """(N, J): best row lower bound of each conjunction (refuted iff > 0)."""
-        return self._conj_max(lb)
+        """(N, J): best row lower bound of each conjunction (refuted iff > 0). A NaN bound (an
+        overflow, inf - inf) proves nothing: it counts as -inf, so that it can neither refute a
+        conjunction nor hide another row's proof (``NaN <= 0`` is False: callers testing
+        ``<= 0`` for "still open" would otherwise drop the region)."""
+        return self._conj_max(np.where(np.isnan(lb), -np.inf, lb))
 
     def _margins(self, Y: np.ndarray) -> np.ndarray:
         """(P, J) float64 margins ``max_r (C y - d)_r`` per conjunction (violated iff <= 0)."""
