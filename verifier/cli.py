@@ -214,7 +214,8 @@ def cmd_run(args) -> int:
                 bar.line(f"[{done}/{total}] {text}")
 
     where = f" on Ray ({args.ray})" if args.ray else ""
-    print(f"running {bench} -> {results} ({args.workers} workers{where})", file=sys.stderr)
+    workers = f"{args.workers} worker" + ("s" if args.workers != 1 else "")
+    print(f"running {bench} -> {results} ({workers}{where})", file=sys.stderr)
     try:
         rows = run_benchmark(bench, results, opt, progress=progress)
     except KeyboardInterrupt:

@@ -234,7 +234,7 @@ class _Pipeline:
     def _bound(self, method: str) -> bool:
         """Bound the open pairs with ``method``; False if the model has an op it cannot handle
         (auto mode moves on to the next method; a forced method reports the error)."""
-        from . import bounds  # noqa: PLC0415 (written by the bounds helper; imported lazily)
+        from . import bounds  # noqa: PLC0415 (imported lazily: the bound core loads Numba kernels)
 
         t = time.monotonic()
         try:
