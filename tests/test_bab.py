@@ -217,23 +217,29 @@ def test_a_mixture_row_never_exceeds_the_largest_row_of_its_conjunction(pairs):
     assert one[0].shape == (1, 5)
 
 
+def _small_input_search(seed: int, rows: int, options: BabOptions):
+    """An input-split search over a random 3-output MLP of 1-3 inputs on [-1, 1]^n0 with one
+    conjunction of ``rows`` random rows: (rng, n0, lo0, hi0, chain, search, C, d)."""
+    rng = np.random.default_rng(seed)
+    n0 = int(rng.integers(1, 4))
+    net = mlp(seed, n0, [int(w) for w in rng.integers(2, 7, size=2)], 3, scale=2.0)
+    lo0, hi0 = -np.ones(n0), np.ones(n0)
+    C, d = rng.normal(size=(rows, 3)), rng.normal(size=rows)
+    spec = spec_of(lo0, hi0, [(C, d)], 3)
+    chain = as_relu_chain(net)
+    search = InputSplitSearch(ChainBounder(chain), net, spec.cases[0], 0, [0],
+                              Replay(spec, net=net), options, time.monotonic() + 60, {})
+    search.full = hi0 - lo0
+    return rng, n0, lo0, hi0, chain, search, C, d
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10 ** 6), k=st.integers(0, 3))
 def test_input_split_children_bounded_within_their_parent_hold_at_sampled_points(seed, k):
     # the children's inner bounds are intersected with their parent's, and alpha optimises only
     # the k best rows of a conjunction (0: all): every row's bound still holds on the child
-    rng = np.random.default_rng(seed)
-    n0 = int(rng.integers(1, 4))
-    net = mlp(seed, n0, [int(w) for w in rng.integers(2, 7, size=2)], 3, scale=2.0)
-    lo0, hi0 = -np.ones(n0), np.ones(n0)
-    C, d = rng.normal(size=(4, 3)), rng.normal(size=4)
-    spec = spec_of(lo0, hi0, [(C, d)], 3)
-    chain = as_relu_chain(net)
-    search = InputSplitSearch(ChainBounder(chain), net, spec.cases[0], 0, [0],
-                              Replay(spec, net=net),
-                              BabOptions(input_alpha_rows=k, input_alpha_depth=0.0),
-                              time.monotonic() + 60, {})
-    search.full = hi0 - lo0
+    rng, n0, lo0, hi0, chain, search, _, _ = _small_input_search(
+        seed, 4, BabOptions(input_alpha_rows=k, input_alpha_depth=0.0))
     one = np.ones((1, 1), dtype=bool)
     lb0, _, zb = search._bound(lo0[None], hi0[None], one)
     dim = int(rng.integers(n0))
@@ -254,16 +260,7 @@ def test_input_split_children_bounded_within_their_parent_hold_at_sampled_points
 def test_lookahead_bounds_hold_at_sampled_points_and_leave_the_mixtures_out(seed):
     # the lookahead ranks bisections by the interval bounds of the spec's own rows; children
     # refuted by them are dropped, so they must hold
-    rng = np.random.default_rng(seed)
-    n0 = int(rng.integers(1, 4))
-    net = mlp(seed, n0, [int(w) for w in rng.integers(2, 7, size=2)], 3, scale=2.0)
-    lo0, hi0 = -np.ones(n0), np.ones(n0)
-    C, d = rng.normal(size=(3, 3)), rng.normal(size=3)
-    spec = spec_of(lo0, hi0, [(C, d)], 3)
-    chain = as_relu_chain(net)
-    search = InputSplitSearch(ChainBounder(chain), net, spec.cases[0], 0, [0],
-                              Replay(spec, net=net), BabOptions(), time.monotonic() + 60, {})
-    search.full = hi0 - lo0
+    rng, n0, lo0, hi0, chain, search, C, d = _small_input_search(seed, 3, BabOptions())
     B = 6
     width = rng.random((B, n0)) + 0.01
     xl = -1.0 + (2.0 - width) * rng.random((B, n0))

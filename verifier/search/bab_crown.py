@@ -403,7 +403,8 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
     ``settled(best, idx) -> (n,) bool``: called after every iteration with the best bounds so
     far ``best`` (n, K) of the domains still iterated and their indices ``idx`` (n,) into the
     batch; once it marks a quarter of them (e.g. those whose bound already decides them), or
-    all, they stop iterating and keep their best iterate. The bound of every row stays the best of valid bounds."""
+    all, they stop iterating and keep their best iterate. The bound of every row stays the
+    best of valid bounds."""
     top = cb.L - 1 if top is None else top
     layers = [j for j in cb.relu_layers if j < top]
     B = xl.shape[0]
