@@ -26,7 +26,11 @@ input set is exactly the written one.
 
 Strictness. A strict atom gives a row flagged ``strict`` (``Conjunction.strict``,
 ``InputSet.strict``) with the same data as the non-strict one, right-hand side rounded up as
-above; ``=`` gives two non-strict rows. A strict input atom on one variable also bounds the
+above; ``=`` gives two non-strict rows. A non-strict atom whose right-hand side ``r`` had to be
+rounded up to ``f > r`` is flagged strict too: ``sum <= r`` implies ``sum < f``, and a float64
+value ``s`` of the sum has ``s <= r`` iff ``s < f`` (no float lies in ``(r, f)``), so a
+counterexample check never accepts a point with ``s == f`` that the written atom excludes;
+proofs, which refute the closed row, are unaffected. A strict input atom on one variable also bounds the
 (closed) box as above, and is always kept as a row of ``A`` as well, so ``InputSet.contains``
 excludes the boundary. ``normalize`` applies the same rules to a ``Spec``.
 """
@@ -199,8 +203,13 @@ class Atoms:
                                              "as one number")
             fcoefs.append(f)
         kind = kinds.pop()
-        return self.row(kind, tuple(i for _, i in coefs), tuple(fcoefs), round_up(rhs), pos,
-                        strict)
+        f = round_up(rhs)
+        # rounded up (f > rhs): every point of the written set has sum <= rhs < f, so the row
+        # reads sum < f, which keeps a point with sum == f (outside the set) from counting as
+        # a violation or as inside the input set
+        rounded = math.isfinite(f) and Fraction(f) != rhs
+        return self.row(kind, tuple(i for _, i in coefs), tuple(fcoefs), f, pos,
+                        strict or rounded)
 
 
 class DnfBuilder:

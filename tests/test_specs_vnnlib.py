@@ -173,7 +173,10 @@ def test_linear_terms_fold_exactly_and_round_outward():
     exact_lo = Fraction(-1) + Fraction(0.1)
     lo = case.input.lower[0]
     assert Fraction(lo) <= exact_lo and Fraction(np.nextafter(lo, 1)) > exact_lo
-    assert case.input.upper[1] == 0.5 and case.input.A is None  # 2 x1 <= 1 is exact
+    assert case.input.upper[1] == 0.5  # 2 x1 <= 1 is exact
+    # the rounded lower bound of x0 is kept as a strict row (x0 > lo): lo itself is outside
+    np.testing.assert_array_equal(case.input.A, [[-1.0, 0.0]])
+    assert case.input.strict.tolist() == [True]
 
 
 def test_single_variable_row_with_inexact_quotient_keeps_the_row():
@@ -385,3 +388,25 @@ def test_single_variable_row_whose_bound_overflows_stays_finite_and_keeps_the_ro
     (case,) = spec.cases
     assert case.input.upper[1] == -np.finfo(float).max
     np.testing.assert_array_equal(case.input.A, [[0.0, 2.1e-300]])
+
+
+def test_rounded_right_hand_side_makes_the_row_strict():
+    # y0 - 1 <= 0.1: y0 <= r = 1 + fl(0.1), not a float; the row is y0 < f = up(r), so
+    # y0 = f (outside the written set) is no violation and the float below it is one
+    spec = parse_vnnlib(HEAD2 + BOX2 + "(assert (<= (- Y_0 1) 0.1))\n"
+                        "(assert (<= (- X_0 0.5) 0.1))")
+    (case,) = spec.cases
+    (conj,) = case.unsafe
+    r = 1 + Fraction(0.1)
+    f = conj.d[0]
+    assert Fraction(f) > r and Fraction(np.nextafter(f, -1)) < r
+    assert conj.strict.tolist() == [True]
+    assert not conj.holds([f, 0.0])[0]
+    assert conj.holds([np.nextafter(f, -1), 0.0])[0]
+    # the input row alike: x0 = f is outside the written input set
+    assert case.input.strict.tolist() == [True]
+    assert not case.input.contains([case.input.upper[0], 0.0])[0]
+    assert case.input.contains([np.nextafter(case.input.upper[0], -1), 0.0])[0]
+    # an exact right-hand side stays non-strict
+    exact = parse_vnnlib(HEAD2 + BOX2 + "(assert (<= (+ Y_0 0.5) 1.0))")
+    assert exact.cases[0].unsafe[0].strict.tolist() == [False]
