@@ -16,6 +16,7 @@ from verifier.search.bab_crown import ChainBounder, optimise
 from verifier.search.bab_forward import ForwardState
 from verifier.search.bab_input import (InputSplitSearch, _BestFirst, _Stack, _unpack,
                                        mixture_rows)
+from verifier.search.bab_relu import ReluSplitSearch
 from verifier.search.replay import Replay
 
 
@@ -361,6 +362,23 @@ def test_answers_agree_with_the_exact_milp_minimum(seed, split):
         if res.status == "sat":
             x, y = res.counterexample
             assert spec.violated_by(x[None], net(x[None]))[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_unsat_relu_split_search_refutes_its_whole_tree(seed):
+    # every split halves a domain's share: the refuted leaves of a finished search add up to 1
+    net = mlp(seed, 6, [8, 8], 3, scale=1.5)
+    lo, hi = -np.ones(6) * 0.5, np.ones(6) * 0.5
+    C = np.random.default_rng(seed).normal(size=(1, 3))
+    exact = milp_bounds(net, lo, hi, C, np.zeros(1), options=None)
+    d = float(exact.stats["argmin_value"][0, 0]) - 0.02
+    spec = spec_of(lo, hi, [(C, np.array([d]))], 3)
+    search = ReluSplitSearch(ChainBounder(as_relu_chain(net)), net, spec.cases[0], 0, [0],
+                             Replay(spec, net=net), BabOptions(relu_batch=4),
+                             time.monotonic() + 30.0, {})
+    assert search.run() == "unsat"
+    assert search.stats["domains"] > 1  # not refuted at the root
+    assert search.refuted == pytest.approx(1.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("split", ["input", "relu", "relu-babsr"])

@@ -135,7 +135,7 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     by_case: dict[int, list[int]] = {}
     for ci, j in open_pairs:
         by_case.setdefault(int(ci), []).append(int(j))
-    statuses = []
+    statuses, notes = [], []
     for ci in sorted(by_case):
         case = spec.cases[ci]
         conj = sorted(set(by_case[ci]))
@@ -162,6 +162,9 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
                               seconds=time.monotonic() - t0, stats=stats,
                               message=f"{split} split found a counterexample")
             statuses.append(status)
+            notes.append(status if split == "input" or status == "unsat" else
+                         f"{status} with {search.refuted:.1%} of the split tree of "
+                         f"conjunction {group[0]} refuted")
             if status == "timeout":
                 break
     seconds = time.monotonic() - t0
@@ -170,4 +173,4 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
                       message=f"{split} split refuted every open pair")
     status = "timeout" if "timeout" in statuses or time.monotonic() >= deadline else "unknown"
     return Result(status, method="bab", seconds=seconds, stats=stats,
-                  message=f"{split} split: {', '.join(statuses)}")
+                  message=f"{split} split: {', '.join(notes)}")

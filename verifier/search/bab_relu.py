@@ -14,6 +14,10 @@ whose margin is <= 0 are replayed.
 Domains partition the case's input set (every point satisfies exactly one side of a split), so
 the pair is refuted when no domain is left. A domain with no unstable neuron left whose bound is
 still not positive cannot be split: the search then answers ``unknown`` (never unsat).
+
+Progress: a domain with k split constraints is ``2^-k`` of the split tree, so the refuted
+domains' shares add up to the part of the tree done (``refuted``; 1 when the pair is refuted).
+An undecided search reports it: on a timeout it tells how far the proof got.
 """
 from __future__ import annotations
 
@@ -49,6 +53,13 @@ class Domains:
 
     def __len__(self) -> int:
         return self.lb.shape[0]
+
+    def depth(self) -> np.ndarray:
+        """(N,) the number of split constraints of every domain."""
+        d = np.zeros(len(self), dtype=np.int64)
+        for s in self.split.values():
+            d += np.count_nonzero(s, axis=1)
+        return d
 
     def take(self, idx) -> "Domains":
         return Domains([a[idx] for a in self.lo], [a[idx] for a in self.hi],
@@ -87,6 +98,8 @@ class ReluSplitSearch(CaseSearch):
         self.xu0 = case.input.upper[None, :]
         self.ce = None
         self.stuck = False
+        #: the share of the split tree refuted so far (a domain k splits deep is 2^-k of it)
+        self.refuted = 0.0
 
     # -- helpers ------------------------------------------------------------------------------
     def _boxes(self, n: int):
@@ -233,11 +246,15 @@ class ReluSplitSearch(CaseSearch):
             kids = self._branch(par)
             start = int(par.choice[:, 0].min()) + 1
             pas, xl, xu = self._bound(kids, start, opt.iterations)
+            weight = np.ldexp(1.0, -kids.depth())
             kids = self._finish(kids, pas, xl, xu)
+            done = weight.sum() - (0.0 if kids is None else np.ldexp(1.0, -kids.depth()).sum())
+            self.refuted += float(done)
             rounds += 1
             if log.isEnabledFor(logging.DEBUG) and rounds % 10 == 0:
-                log.debug("relu split: %d domains bounded, %d queued, worst bound %.4g",
-                          self.stats["domains"], queued,
+                log.debug("relu split: %d domains bounded, %d queued, %.4f of the tree "
+                          "refuted, worst bound %.4g", self.stats["domains"], queued,
+                          self.refuted,
                           float(self._conj_lb(par.lb).max(axis=1).min()))
             if kids is None:
                 continue
