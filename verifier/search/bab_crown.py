@@ -431,7 +431,7 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
             be[j] = np.where(s[:, None, :] != 0, np.maximum(b0, 0.0), 0.0)
     w = cb.magnitudes(top, xl, xu, lo, hi)
     lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes,
-                          keep=iterations > 0)
+                          keep=True)
     best = lb.copy()
     best_al = {j: a.copy() for j, a in al.items()}
     best_be = {j: b.copy() for j, b in be.items()}
@@ -483,9 +483,6 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
         lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, best_al, best_be or None, split,
                               relaxes, keep=True)
         best = np.maximum(best, lb)
-    else:
-        pas = pas if pas is not None else cb.backward(
-            top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes, keep=True)[1]
     return Optimised(best, best_al, best_be, pas)
 
 
