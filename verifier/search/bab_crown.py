@@ -392,7 +392,7 @@ class Optimised:
 
 def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, beta=None,
              iterations=20, lr_alpha=0.1, lr_beta=0.05, use_beta=True, deadline=None,
-             clock=None, top=None, settled=None) -> Optimised:
+             clock=None, top=None, settled=None, w=None) -> Optimised:
     """Projected Adam ascent of the final bound of ``C z_L - d`` (C: (K, n_L) or (B, K, n_L),
     d: (K,) or (B, K)) in the lower slopes ``alpha_i`` (B, K, n_i) in [0, 1] of unstable neurons
     and the split multipliers ``beta_i`` (B, K, n_i) >= 0 of split neurons, warm-started from the
@@ -404,7 +404,8 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
     far ``best`` (n, K) of the domains still iterated and their indices ``idx`` (n,) into the
     batch; once it marks a quarter of them (e.g. those whose bound already decides them), or
     all, they stop iterating and keep their best iterate. The bound of every row stays the
-    best of valid bounds."""
+    best of valid bounds. ``w``: the rounding magnitudes (``ChainBounder.magnitudes``) of these
+    domains or of domains containing them (larger, so still valid); computed when None."""
     top = cb.L - 1 if top is None else top
     layers = [j for j in cb.relu_layers if j < top]
     B = xl.shape[0]
@@ -429,7 +430,8 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
             if b0 is None:
                 b0 = np.zeros((B, K, s.shape[1]))
             be[j] = np.where(s[:, None, :] != 0, np.maximum(b0, 0.0), 0.0)
-    w = cb.magnitudes(top, xl, xu, lo, hi)
+    if w is None:
+        w = cb.magnitudes(top, xl, xu, lo, hi)
     lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes,
                           keep=True)
     best = lb.copy()

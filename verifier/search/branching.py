@@ -86,9 +86,12 @@ def fsb_choice(cb, scores: dict, lo, hi, alpha, beta, split, xl, xu, C, d, rows_
         c = c_nrn[r]
         sp2[i][r, c] = side[r]
         lo2[i][r, c], hi2[i][r, c] = apply_split(lo2[i][r, c], hi2[i][r, c], side[r])
+    # a child lies inside its parent: the parents' rounding magnitudes hold for the children
+    w = [m[rep] for m in cb.magnitudes(cb.L - 1, xl, xu, lo, hi)]
     res = optimise(cb, C, d, xl[rep], xu[rep], lo2, hi2, split=sp2,
                    alpha={i: a[rep] for i, a in alpha.items()} if alpha else None,
-                   beta={i: b[rep] for i, b in beta.items()} if beta else None, iterations=0)
+                   beta={i: b[rep] for i, b in beta.items()} if beta else None, iterations=0,
+                   w=w)
     lb = np.where(rows_open[rep], res.lb, np.inf).min(axis=1)  # worst open row
     worse = lb.reshape(N, k, 2).min(axis=2)
     worse = np.where(valid, worse, -np.inf)
