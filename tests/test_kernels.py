@@ -92,6 +92,11 @@ def test_adam_ascent_matches_numpy():
     np.testing.assert_allclose(alpha, np.where(M, np.clip(a0 + step, 0, 1), a0), rtol=1e-14)
     np.testing.assert_allclose(m, np.where(M, mm, m0), rtol=1e-13)
     np.testing.assert_allclose(v, np.where(M, vv, v0), rtol=1e-13)
+    # with no upper bound (beta-CROWN's multipliers) only the projection onto >= 0 remains
+    b = a0 + 1.0
+    K.adam_ascent(b, g, m0.copy(), v0.copy(), mask, 0.3, 0.9, 0.999, 1e-8, 3, np.inf)
+    np.testing.assert_allclose(b, np.where(M, np.maximum(a0 + 1.0 + step, 0), a0 + 1.0),
+                               rtol=1e-14)
 
 
 def test_select_backward_is_the_transpose_of_select():

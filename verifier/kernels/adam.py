@@ -4,12 +4,13 @@ from numba import njit
 
 
 @njit(cache=True)
-def adam_ascent(alpha, grad, m, v, mask, lr, beta1, beta2, eps, t):
-    """One Adam step that *increases* the objective, projected onto [0, 1], in place.
+def adam_ascent(alpha, grad, m, v, mask, lr, beta1, beta2, eps, t, upper=1.0):
+    """One Adam step that *increases* the objective, projected onto [0, upper], in place
+    (slopes: [0, 1]; beta-CROWN's split multipliers: [0, inf)).
 
     Where ``mask[b, j]`` (an unstable neuron of box b): ``m = beta1 m + (1 - beta1) g``,
     ``v = beta2 v + (1 - beta2) g^2``, ``alpha += lr * (m / (1 - beta1^t)) /
-    (sqrt(v / (1 - beta2^t)) + eps)``, then clipped to [0, 1]; elsewhere nothing changes.
+    (sqrt(v / (1 - beta2^t)) + eps)``, then clipped to [0, upper]; elsewhere nothing changes.
     alpha, grad, m, v: (B, K, n); mask: (Bm, n) bool with Bm in {1, B}; t >= 1 (step count)."""
     B, K, n = alpha.shape
     Bm = mask.shape[0]
@@ -29,4 +30,4 @@ def adam_ascent(alpha, grad, m, v, mask, lr, beta1, beta2, eps, t):
                     mm[j] = m1
                     vv[j] = v1
                     x = al[j] + lr * (m1 / c1) / (np.sqrt(v1 / c2) + eps)
-                    al[j] = min(1.0, max(0.0, x))
+                    al[j] = min(upper, max(0.0, x))

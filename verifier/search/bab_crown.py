@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bounds.rounding import MARGIN_FACTOR, centre_radius, down, gamma, up
+from ..kernels import adam_ascent
 from .bab_chain import ReluChain
 from .bab_forward import ForwardState
 from .bab_kernels import concretise, concretise_rows, relu_step, relu_step_rows
@@ -445,22 +446,20 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
         if deadline is not None and clock() >= deadline:
             break
         ga, gb = cb.gradients(top, it.pas, it.xl, it.xu, it.al, it.split, want_beta=bool(it.be))
-        for key, params, grads, lr, lo_clip, hi_clip in (
-                ("a", it.al, ga, lr_alpha, 0.0, 1.0), ("b", it.be, gb, lr_beta, 0.0, np.inf)):
-            for j in list(params):
+        # projected Adam in place, only on unstable (alpha) and split (beta) neurons: the
+        # others stay 0
+        for key, params, grads, lr, upper in (("a", it.al, ga, lr_alpha, 1.0),
+                                              ("b", it.be, gb, lr_beta, np.inf)):
+            for j, p in params.items():
                 g = grads.get(j)
                 if g is None:
                     continue
-                m, v = it.state.get((key, j), (0.0, 0.0))
-                m = b1 * m + (1 - b1) * g
-                v = b2 * v + (1 - b2) * g * g
-                it.state[(key, j)] = (m, v)
-                step = lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
-                params[j] = np.clip(params[j] + step, lo_clip, hi_clip)
-        for j in it.al:
-            it.al[j] = np.where(it.relaxes[j].unstable[:, None, :], it.al[j], 0.0)
-        for j in it.be:
-            it.be[j] = np.where(it.split[j][:, None, :] != 0, it.be[j], 0.0)
+                mv = it.state.get((key, j))
+                if mv is None:
+                    mv = it.state[(key, j)] = (np.zeros_like(p), np.zeros_like(p))
+                mask = it.relaxes[j].unstable if key == "a" else it.split[j] != 0
+                adam_ascent(p, np.ascontiguousarray(g), mv[0], mv[1], mask, lr, b1, b2, eps, t,
+                            upper)
         lb, it.pas = cb.backward(top, it.A, it.const, it.xl, it.xu, it.lo, it.hi, it.w, it.al,
                                  it.be or None, it.split, it.relaxes, keep=True)
         sel = slice(None) if act.size == B else act
