@@ -30,9 +30,9 @@ above; ``=`` gives two non-strict rows. A non-strict atom whose right-hand side 
 rounded up to ``f > r`` is flagged strict too: ``sum <= r`` implies ``sum < f``, and a float64
 value ``s`` of the sum has ``s <= r`` iff ``s < f`` (no float lies in ``(r, f)``), so a
 counterexample check never accepts a point with ``s == f`` that the written atom excludes;
-proofs, which refute the closed row, are unaffected. A strict input atom on one variable also bounds the
-(closed) box as above, and is always kept as a row of ``A`` as well, so ``InputSet.contains``
-excludes the boundary. ``normalize`` applies the same rules to a ``Spec``.
+proofs, which refute the closed row, are unaffected. A strict input atom on one variable also
+bounds the (closed) box as above, and is always kept as a row of ``A`` as well, so
+``InputSet.contains`` excludes the boundary. ``normalize`` applies the same rules to a ``Spec``.
 """
 from __future__ import annotations
 

@@ -228,6 +228,7 @@ class ReluSplitSearch(CaseSearch):
         pas, xl, xu = self._bound(root, cb.L, opt.root_iterations)
         root = self._finish(root, pas, xl, xu)
         if root is None:
+            self.refuted = 1.0
             return "unsat"
         stack = [root]
         queued = 1
