@@ -10,7 +10,7 @@ from specs import Case, Conjunction, InputSet, Spec
 from verifier.bounds.milp import milp_bounds
 from verifier.network import Network, Node
 from verifier.network import ops as O
-from verifier.search.bab import BabOptions, branch_and_bound
+from verifier.search.bab import BabOptions, branch_and_bound, share_percent
 from verifier.search.bab_chain import as_relu_chain
 from verifier.search.bab_crown import ChainBounder, optimise
 from verifier.search.bab_forward import ForwardState
@@ -379,6 +379,15 @@ def test_an_unsat_relu_split_search_refutes_its_whole_tree(seed):
     assert search.run() == "unsat"
     assert search.stats["domains"] > 1  # not refuted at the root
     assert search.refuted == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 0.9994, 0.9995, 0.99997, 1 - 4.9e-6, 1 - 1e-12,
+                                   1 - 2.0 ** -52, 1.0])
+def test_a_refuted_share_reads_100_percent_only_when_it_is_all(share):
+    text = share_percent(share)
+    value = float(text.rstrip("%")) / 100
+    assert (text in ("100.0%", "100%")) == (share == 1.0), text
+    assert abs(value - share) <= max(5e-4, (1.0 - share) / 2 + 1e-15), text
 
 
 @pytest.mark.parametrize("split", ["input", "relu", "relu-babsr"])

@@ -18,6 +18,7 @@ with a counterexample that the ``replay`` confirmed. At the deadline the answer 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -165,7 +166,7 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
                               message=f"{split} split found a counterexample")
             statuses.append(status)
             notes.append(status if split == "input" or status == "unsat" else
-                         f"{status} with {search.refuted:.1%} of the split tree of "
+                         f"{status} with {share_percent(search.refuted)} of the split tree of "
                          f"conjunction {group[0]} refuted")
             if status == "timeout":
                 break
@@ -176,3 +177,14 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     status = "timeout" if "timeout" in statuses or time.monotonic() >= deadline else "unknown"
     return Result(status, method="bab", seconds=seconds, stats=stats,
                   message=f"{split} split: {', '.join(notes)}")
+
+
+def share_percent(share: float) -> str:
+    """``share`` in [0, 1] as a percentage with one decimal, or as many more as it takes not to
+    read 100% while ``r = 1 - share > 0`` is left: ``ceil(-log10 r) - 1`` decimals resolve steps
+    of at most r/10, so rounding cannot reach 100 (a stalled search with 0.003% of its tree
+    open reads "99.997%", not "100.0%")."""
+    rest = 1.0 - share
+    if share >= 1.0 or rest >= 5e-4:
+        return f"{share:.1%}"
+    return f"{share:.{min(max(math.ceil(-math.log10(rest)) - 1, 1), 15)}%}"
