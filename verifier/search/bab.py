@@ -183,7 +183,7 @@ def share_percent(share: float) -> str:
     """``share`` in [0, 1] as a percentage with one decimal, or as many more as it takes not to
     read 100% while ``r = 1 - share > 0`` is left: ``ceil(-log10 r) - 1`` decimals resolve steps
     of at most r/10, so rounding cannot reach 100 (a stalled search with 0.003% of its tree
-    open reads "99.997%", not "100.0%")."""
+    open reads "99.9970%", not "100.0%")."""
     rest = 1.0 - share
     if share >= 1.0 or rest >= 5e-4:
         return f"{share:.1%}"
