@@ -187,4 +187,4 @@ def share_percent(share: float) -> str:
     rest = 1.0 - share
     if share >= 1.0 or rest >= 5e-4:
         return f"{share:.1%}"
-    return f"{share:.{min(max(math.ceil(-math.log10(rest)) - 1, 1), 15)}%}"
+    return f"{share:.{min(math.ceil(-math.log10(rest)) - 1, 15)}%}"  # rest < 5e-4: >= 3
