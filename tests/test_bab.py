@@ -334,16 +334,20 @@ def test_depth_order_pops_the_newest_boxes_first():
 
 # -- answers agree with exact MILP ------------------------------------------------------------
 def _decide(net, spec, split, seconds=30.0):
-    """split: "input", "relu" (filtered smart branching) or "relu-babsr"."""
+    """split: "input", "relu" (filtered smart branching, intermediate bounds re-bounded from
+    depth 2), "relu-none" (never re-bounded) or "relu-babsr" (re-bounded after first-layer
+    splits)."""
     pairs = [(0, j) for j in range(len(spec.cases[0].unsafe))]
-    split, _, branching = split.partition("-")
-    opts = BabOptions(split=split, input_batch=16, relu_batch=8, branching=branching or "fsb",
-                      relu_intermediate="first" if branching else "none")
+    split, _, variant = split.partition("-")
+    opts = BabOptions(split=split, input_batch=16, relu_batch=8,
+                      branching="babsr" if variant == "babsr" else "fsb",
+                      relu_intermediate={"babsr": "first", "none": "none"}.get(variant, "deep"),
+                      relu_intermediate_depth=2)
     return branch_and_bound(net, spec, pairs, deadline=time.monotonic() + seconds,
                             replay=Replay(spec, net=net), options=opts)
 
 
-@pytest.mark.parametrize("split", ["input", "relu", "relu-babsr"])
+@pytest.mark.parametrize("split", ["input", "relu", "relu-none", "relu-babsr"])
 @pytest.mark.parametrize("seed", range(8))
 def test_answers_agree_with_the_exact_milp_minimum(seed, split):
     rng = np.random.default_rng(seed)

@@ -4,7 +4,8 @@ A *domain* is the case's box with split constraints on some ReLUs (``z >= 0`` or
 its pre-activation bounds, and the slopes (alpha) and split multipliers (beta) of its last
 bound. The search keeps a stack of open domains. Each round pops a batch, splits every domain on
 one unstable neuron chosen by ``branching`` into two children (the neuron's bounds clipped at 0),
-re-bounds the later layers' neurons (IBP, then CROWN for the still unstable ones, intersected
+re-bounds the layers' neurons as ``relu_intermediate`` says (by default, once a domain is a few
+splits deep: IBP, then CROWN for the still unstable ones, with every split applied, intersected
 with the parent's bounds: a child lies inside its parent), then ascends alpha and beta of the
 final bound from the parent's values (``bab_crown.optimise``). A child is dropped when some row
 of each of its open conjunctions has a proven lower bound > 0, or when its bounds are empty
@@ -146,7 +147,7 @@ class ReluSplitSearch(CaseSearch):
             scores = relu_scores(self.cb, sub_pas, sub.lo, sub.hi, sub.alpha, sub_rows)
             sub.choice = fsb_choice(self.cb, scores, sub.lo, sub.hi, sub.alpha, sub.beta,
                                     sub.split, xs, xus, self.C, self.d, sub_rows,
-                                    self.opt.fsb_candidates)
+                                    self.opt.fsb_candidates, self.opt.fsb_per_layer)
             return sub
         scores = relu_scores(self.cb, pas, dom.lo, dom.hi, dom.alpha, rows)
         N = len(dom)
@@ -188,6 +189,8 @@ class ReluSplitSearch(CaseSearch):
         ri = self.opt.relu_intermediate
         if ri == "crown" or (ri == "first" and start <= 1):
             cb.intermediate(xl, xu, dom.lo, dom.hi, split=dom.split, start=start)
+        elif ri == "deep":
+            self._rebound_deep(dom, xl, xu)
         empty = empty_domains(dom.lo, dom.hi)
         res = optimise(cb, self.C, self.d, xl, xu, dom.lo, dom.hi, split=dom.split,
                        alpha=dom.alpha or None, beta=dom.beta or None,
@@ -205,6 +208,20 @@ class ReluSplitSearch(CaseSearch):
         self.stats["bound_calls"] = self.stats.get("bound_calls", 0) + 1
         self.stats["domains"] = self.stats.get("domains", 0) + N
         return res.pas, xl, xu
+
+    def _rebound_deep(self, dom: Domains, xl, xu) -> None:
+        """Re-bound every layer (IBP, then CROWN of the unstable neurons, with all splits
+        applied) of the domains at least ``relu_intermediate_depth`` splits deep, in place."""
+        deep = np.flatnonzero(dom.depth() >= self.opt.relu_intermediate_depth)
+        if deep.size == 0:
+            return
+        lo = [a[deep] for a in dom.lo]
+        hi = [a[deep] for a in dom.hi]
+        self.cb.intermediate(xl[deep], xu[deep], lo, hi,
+                             split={k: v[deep] for k, v in dom.split.items()}, start=1)
+        for i in range(len(lo)):
+            dom.lo[i][deep] = lo[i]
+            dom.hi[i][deep] = hi[i]
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> str:
