@@ -111,18 +111,17 @@ def project_duals(y: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray) -> np.n
 
 
 def dual_bound(A: sp.csr_matrix, row_lo, row_hi, row_err, x_lo, x_hi, c, c0: float,
-               obj_err: float, y) -> float:
+               obj_err: float, y, transposes=None) -> float:
     """A lower bound of ``min c'x + c0`` over ``{lo <= A x <= hi (each row up to its model
     error), x_lo <= x <= x_hi}``, valid in floating point for ANY ``y`` (see the module
-    docstring for the formula and its margins)."""
+    docstring for the formula and its margins). ``transposes``: ``transposes_of(A)`` when the
+    caller keeps it."""
     y = project_duals(y, row_lo, row_hi)
     rhs = np.where(y > 0, row_lo, np.where(y < 0, row_hi, 0.0))
     rhs = np.where(y == 0, 0.0, rhs)
     row_terms = y * rhs
-    At = A.T.tocsr()
+    At, absAt, nnz_col = transposes if transposes is not None else transposes_of(A)
     r = c - At @ y
-    absAt = abs(At)
-    nnz_col = np.diff(At.indptr).max(initial=0)
     r_err = gamma(int(nnz_col) + 2) * (np.abs(c) + absAt @ np.abs(y))
     lo_t = np.where(r == 0, 0.0, r * x_lo)
     hi_t = np.where(r == 0, 0.0, r * x_hi)
@@ -137,11 +136,18 @@ def dual_bound(A: sp.csr_matrix, row_lo, row_hi, row_err, x_lo, x_hi, c, c0: flo
     return total - float(inflate(margin))
 
 
-def farkas_infeasible(A, row_lo, row_hi, row_err, x_lo, x_hi, y) -> bool:
+def transposes_of(A: sp.csr_matrix):
+    """(A' csr, |A'|, the most nonzeros of a column of A): what ``dual_bound`` multiplies by."""
+    At = A.T.tocsr()
+    return At, abs(At), int(np.diff(At.indptr).max(initial=0))
+
+
+def farkas_infeasible(A, row_lo, row_hi, row_err, x_lo, x_hi, y, transposes=None) -> bool:
     """True when the ray ``y`` proves ``{lo <= A x <= hi, x in box}`` empty in floating point:
     the dual bound of the zero objective along ``y`` is positive (so it grows without limit)."""
     zero = np.zeros(A.shape[1])
-    return dual_bound(A, row_lo, row_hi, row_err, x_lo, x_hi, zero, 0.0, 0.0, y) > 0.0
+    return dual_bound(A, row_lo, row_hi, row_err, x_lo, x_hi, zero, 0.0, 0.0, y,
+                      transposes) > 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,8 +162,6 @@ class TriangleLP:
         self.prog = prog
         self.options = options or LPOptions()
         self.h = new_highs()
-        if self.options.time_limit is not None:
-            self.h.setOptionValue("time_limit", float(self.options.time_limit))
         if self.options.iteration_limit is not None:
             self.h.setOptionValue("simplex_iteration_limit", int(self.options.iteration_limit))
         self.offsets = [0]
@@ -170,6 +174,7 @@ class TriangleLP:
         self.rows: list[sp.csr_matrix] = []
         self.row_lo, self.row_hi, self.row_err = [], [], []
         self._A = None
+        self._At = None
         self.empty = False  # a split contradicted the bounds: no point is feasible
         self.solves = 0
 
@@ -291,6 +296,7 @@ class TriangleLP:
             self.row_hi.append(np.concatenate(his))
             self.row_err.append(np.concatenate(errs))
         self._A = None
+        self._At = None
 
     def constraint_data(self):
         """(A (csr, rows x n_vars), row_lo, row_hi, row_err) of the model as built so far."""
@@ -317,30 +323,35 @@ class TriangleLP:
         A, rlo, rhi, rerr = self.constraint_data()
         if self.empty:
             return np.inf
+        if self._At is None:
+            self._At = transposes_of(A)
+        T = self._At
         trivial = dual_bound(A, rlo, rhi, rerr, self.x_lo, self.x_hi, c, c0, obj_err,
-                             np.zeros(A.shape[0]))
+                             np.zeros(A.shape[0]), T)
         if A.shape[0] == 0:
             return trivial
         self.h.changeColsCost(self.n_vars, np.arange(self.n_vars, dtype=np.int32), c)
+        if self.options.time_limit is not None:
+            # HiGHS's limit counts the instance's run time over all solves: this solve's share
+            self.h.setOptionValue("time_limit",
+                                  self.h.getRunTime() + float(self.options.time_limit))
         self.h.run()
         self.solves += 1
         status = self.h.getModelStatus()
         if status == highspy.HighsModelStatus.kInfeasible:
             got = self.h.getDualRay()  # (status, has_ray, values)
             has_ray, ray = bool(got[-2]), np.asarray(got[-1], dtype=np.float64)
-            if has_ray and farkas_infeasible(A, rlo, rhi, rerr, self.x_lo, self.x_hi,
-                                             np.asarray(ray)):
-                return np.inf
-            if has_ray and farkas_infeasible(A, rlo, rhi, rerr, self.x_lo, self.x_hi,
-                                             -np.asarray(ray)):
-                return np.inf
+            for sign in (1.0, -1.0):
+                if has_ray and farkas_infeasible(A, rlo, rhi, rerr, self.x_lo, self.x_hi,
+                                                 sign * ray, T):
+                    return np.inf
             log.warning("LP reported infeasible without a confirmed Farkas ray")
             return trivial
         y = np.asarray(self.h.getSolution().row_dual, dtype=np.float64)
         if y.size != A.shape[0]:
             return trivial
         return max(trivial, dual_bound(A, rlo, rhi, rerr, self.x_lo, self.x_hi, c, c0,
-                                       obj_err, y))
+                                       obj_err, y, T))
 
     def tighten_layer(self, l: np.ndarray, u: np.ndarray, deadline: float | None = None):
         """LP bounds of the pre-activations of layer depth + 1 over the current model: for each

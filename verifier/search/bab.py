@@ -96,10 +96,13 @@ class BabOptions:
     #: the ``fsb_candidates`` top-scored neurons and the ``fsb_per_layer`` top-scored of every
     #: layer, by the bound of its two children). The scores favour the last layers: on mnist_fc
     #: 256x6 prop_7_0.03 the open domains had 43 splits in the last ReLU layer and none in the
-    #: first two (25 and 34 unstable neurons) with the global top 4 alone
+    #: first two (25 and 34 unstable neurons) with the global top 4 alone. Per layer 2 / 4 / 8
+    #: (120 s, 256x4): prop_11_0.05 unsat in 80 s / - / 22 s, prop_14_0.05 1st conjunction
+    #: 84% refuted / 2nd 99.7% / unsat in 87 s; 8 costs more on easy ones (prop_8_0.03 8.6 s
+    #: with 2, 16 s with 8)
     branching: str = "fsb"
     fsb_candidates: int = 4
-    fsb_per_layer: int = 2
+    fsb_per_layer: int = 8
     #: PGD starts (the bound minimisers of the weakest subproblems) and steps run after every
     #: batch, inside the case's box
     tree_attack_starts: int = 8
