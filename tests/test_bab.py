@@ -16,7 +16,7 @@ from verifier.search.bab_crown import ChainBounder, optimise
 from verifier.search.bab_forward import ForwardState
 from verifier.search.bab_input import (InputSplitSearch, _BestFirst, _Stack, _unpack,
                                        mixture_rows)
-from verifier.search.bab_relu import ReluSplitSearch
+from verifier.search.bab_relu import Domains, ReluSplitSearch
 from verifier.search.replay import Replay
 
 
@@ -451,3 +451,31 @@ def test_a_nan_row_bound_never_refutes_a_conjunction():
     got = s._conj_lb(lb)
     assert np.array_equal(got, [[-1.0, -np.inf], [2.0, 0.5], [-3.0, 1.0]])
     assert (got <= 0.0).tolist() == [[True, True], [False, False], [True, False]]
+
+
+def test_a_fully_split_leaf_is_decided_by_its_certified_lp():
+    # z1 = x - 0.5, z2 = -x - 0.5 on x in [-1, 1]; output y = a1 + a2 - 0.1, unsafe y <= 0.
+    # Both active needs x >= 0.5 and x <= -0.5: an empty leaf, refuted (Farkas). Both inactive
+    # (|x| <= 0.5) has y = -0.1 <= 0: it stays open. z1 active only: y = x - 0.6 >= -0.1 there,
+    # also open; its LP bound must not exceed the true minimum -0.1.
+    W1 = np.array([[1.0], [-1.0]])
+    nodes = (Node("l0", O.Linear(W1, np.array([-0.5, -0.5])), ("x",), (2,)),
+             Node("r0", O.Relu(), ("l0",), (2,)),
+             Node("l1", O.Linear(np.array([[1.0, 1.0]]), np.array([-0.1])), ("r0",), (1,)))
+    net = Network("x", (1,), nodes, "l1")
+    spec = spec_of(np.array([-1.0]), np.array([1.0]), [(np.array([[1.0]]), np.zeros(1))], 1)
+    cb = ChainBounder(as_relu_chain(net))
+    search = ReluSplitSearch(cb, net, spec.cases[0], 0, [0], Replay(spec, net=net),
+                             BabOptions(), time.monotonic() + 30.0, {})
+    lo, hi = cb.ibp(search.xl0, search.xu0)
+    signs = np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
+    dom = Domains.concat([Domains([a.copy() for a in lo], [a.copy() for a in hi],
+                                  {0: s[None]}, {}, {}, np.full((1, 1), -np.inf),
+                                  np.ones((1, 1), bool), np.zeros((1, 2), np.int64))
+                          for s in signs])
+    for q, s in enumerate(signs):  # the splits clip the bounds, as branching does
+        dom.lo[0][q] = np.where(s > 0, np.maximum(dom.lo[0][q], 0.0), dom.lo[0][q])
+        dom.hi[0][q] = np.where(s < 0, np.minimum(dom.hi[0][q], 0.0), dom.hi[0][q])
+    left = search._lp_refute(dom)
+    assert len(left) == 2 and list(left.split[0][:, 0]) == [-1.0, 1.0]
+    assert np.all(left.lb[:, 0] <= -0.1 + 1e-9)

@@ -187,3 +187,22 @@ def _net_for_time_limit(rng):
             nodes.append(Node(f"r{i}", O.Relu(), (prev,), (w,)))
             prev = f"r{i}"
     return Network("x", (8,), tuple(nodes), prev)
+
+
+def test_the_lp_time_limit_holds_for_each_solve_not_for_all_of_them():
+    # HiGHS counts its limit against the instance's total run time: without a per-solve reset
+    # every solve after the first 0.2 s stopped at once, with a weak (still valid) bound
+    net = random_mlp([20, 60, 60, 4], seed=5)
+    prog = relu_program(net)
+    lo, hi = _box(20, 5, 1.0)
+    _, model = layer_bounds(prog, lo, hi, options=LPOptions(time_limit=0.2))
+    _, free = layer_bounds(prog, lo, hi)
+    obj = prog.output.rows(np.eye(4), np.zeros(4))
+    rows = [model.objective(obj.row(i)) for i in range(4)]
+    for n in range(10_000):  # run past the limit in total, a few ms per solve
+        model.minimum(*rows[n % 4])
+        if model.h.getRunTime() > 0.5:
+            break
+    assert model.h.getRunTime() > 0.5
+    for c, c0, err in rows:
+        assert model.minimum(c, c0, err) == pytest.approx(free.minimum(c, c0, err), abs=1e-7)
