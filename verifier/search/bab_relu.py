@@ -156,7 +156,7 @@ class ReluSplitSearch(CaseSearch):
                 if time.monotonic() >= self.deadline:
                     break
                 q = slice(c, c + CHUNK)
-                xs, xus = self._boxes(len(sub.lb[q]))
+                xs, xus = self._boxes(min(CHUNK, len(sub) - c))
                 sub.choice[q] = fsb_choice(
                     self.cb, {i: v[q] for i, v in scores.items()}, [a[q] for a in sub.lo],
                     [a[q] for a in sub.hi], {i: a[q] for i, a in sub.alpha.items()},

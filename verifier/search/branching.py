@@ -57,7 +57,7 @@ def relu_scores(cb, pas, lo, hi, alpha, rows_open) -> dict:
 def fsb_choice(cb, scores: dict, lo, hi, alpha, beta, split, xl, xu, C, d, rows_open,
                k: int, per_layer: int = 0) -> np.ndarray:
     """Filtered smart branching (De Palma et al., 2021): the ``k`` neurons of best score per
-    domain are each tried by bounding both children once (the parent's intermediate bounds,
+    domain, and the ``per_layer`` best of every layer (a neuron can be in both), are each tried by bounding both children once (the parent's intermediate bounds,
     alpha and beta; the candidate's bounds clipped at 0), and the one whose worse child is best
     is chosen. Returns (N, 2) (layer, neuron), -1 where no neuron is unstable.
 
@@ -68,8 +68,7 @@ def fsb_choice(cb, scores: dict, lo, hi, alpha, beta, split, xl, xu, C, d, rows_
     flat = np.concatenate([scores[i] for i in layers], axis=1)
     offsets = np.cumsum([0] + [scores[i].shape[1] for i in layers])
     k = max(1, min(k, flat.shape[1]))
-    order = np.argsort(-flat, axis=1)
-    top = order[:, :k]                                           # (N, k)
+    top = np.argsort(-flat, axis=1)[:, :k]                       # (N, k)
     if per_layer > 0:
         # the best of every layer too: later layers' scores dominate the global ranking
         extra = [offsets[j] + np.argsort(-scores[i], axis=1)[:, :per_layer]
