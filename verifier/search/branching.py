@@ -57,9 +57,10 @@ def relu_scores(cb, pas, lo, hi, alpha, rows_open) -> dict:
 def fsb_choice(cb, scores: dict, lo, hi, alpha, beta, split, xl, xu, C, d, rows_open,
                k: int, per_layer: int = 0) -> np.ndarray:
     """Filtered smart branching (De Palma et al., 2021): the ``k`` neurons of best score per
-    domain, and the ``per_layer`` best of every layer (a neuron can be in both), are each tried by bounding both children once (the parent's intermediate bounds,
-    alpha and beta; the candidate's bounds clipped at 0), and the one whose worse child is best
-    is chosen. Returns (N, 2) (layer, neuron), -1 where no neuron is unstable.
+    domain, and the ``per_layer`` best of every layer (a neuron can be in both), are each tried
+    by bounding both children once (the parent's intermediate bounds, alpha and beta; the
+    candidate's bounds clipped at 0), and the one whose worse child is best is chosen. Returns
+    (N, 2) (layer, neuron), -1 where no neuron is unstable.
 
     scores: ``relu_scores``; lo, hi: the domains' bounds (N, n_i) per layer; alpha, beta,
     split: per ReLU layer; xl, xu (N, n0); C (K, m), d (K,); rows_open (N, K)."""
