@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds.lp import TriangleLP
-from ..bounds.lp_program import relu_program
+from ..bounds.lp import LPOptions, lp_bounds
+from ..bounds.lp_program import LayerBounds, relu_program
 from ..errors import UnsupportedOpError
 from .bab_attack import pgd, region_minimiser
 from .bab_case import CaseSearch
@@ -333,29 +333,25 @@ class ReluSplitSearch(CaseSearch):
         self.stuck = True
 
     def _lp_refute(self, dom: Domains) -> Domains | None:
-        """The domains not refuted by their triangle LP (``bounds.lp.TriangleLP`` over the
-        domain's bounds and splits, its bound certified from the duals; +inf when a Farkas ray
-        proves the region empty). With every neuron fixed the LP is exact, where beta ascent
-        may still fall short (an empty region's bound grows only as fast as beta does)."""
+        """The domains not refuted by their triangle LP (``bounds.lp.lp_bounds`` over the
+        domain's bounds and splits, certified from the duals; +inf when a Farkas ray proves the
+        region empty). With every neuron fixed the LP is exact, where beta ascent may still
+        fall short (an empty region's bound grows only as fast as beta does)."""
+        layers = self.cb.relu_layers
         try:
             prog = relu_program(self.net)
         except UnsupportedOpError:
             return dom
-        if prog.sizes[1:] != tuple(dom.lo[i].shape[1] for i in self.cb.relu_layers):
+        if prog.sizes[1:] != tuple(dom.lo[i].shape[1] for i in layers):
             return dom
-        for q in range(len(dom)):
-            model = TriangleLP(prog, self.xl0[0], self.xu0[0])
-            for i in self.cb.relu_layers:
-                model.add_layer(dom.lo[i][q], dom.hi[i][q], dom.split[i][q].astype(np.int8))
-            for j in np.flatnonzero(dom.open[q]):
-                rows = np.flatnonzero(self.row_conj == j)
-                obj = prog.output.rows(self.C[rows], self.d[rows])
-                for r, row in enumerate(rows):
-                    dom.lb[q, row] = max(dom.lb[q, row],
-                                         model.minimum(*model.objective(obj.row(r))))
-                    if dom.lb[q, row] > 0.0:
-                        dom.open[q, j] = False
-                        break
+        xl, xu = self._boxes(len(dom))
+        res = lp_bounds(self.net, xl, xu, self.C, self.d,
+                        intermediate={name: LayerBounds(dom.lo[i], dom.hi[i])
+                                      for name, i in zip(prog.pre_nodes, layers)},
+                        options=LPOptions(upper=False),
+                        splits={k: dom.split[i] for k, i in enumerate(layers, 1)})
+        dom.lb = np.maximum(dom.lb, res.lower)
+        dom.open = dom.open & (self._conj_lb(dom.lb) <= 0.0)
         keep = np.flatnonzero(dom.open.any(axis=1))
         return dom.take(keep) if keep.size else None
 
