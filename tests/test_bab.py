@@ -82,8 +82,10 @@ def _sample_domain(chain, xl, xu, split, rng, n=4000):
 
 
 @settings(max_examples=40)
-@given(seed=st.integers(0, 10 ** 6), forward=st.booleans(), optimised=st.booleans())
-def test_no_sampled_point_lies_outside_the_bounds_of_a_split_domain(seed, forward, optimised):
+@given(seed=st.integers(0, 10 ** 6), forward=st.booleans(), optimised=st.booleans(),
+       slopes=st.booleans())
+def test_no_sampled_point_lies_outside_the_bounds_of_a_split_domain(seed, forward, optimised,
+                                                                     slopes):
     rng = np.random.default_rng(seed)
     n0 = int(rng.integers(1, 5))
     widths = [int(w) for w in rng.integers(1, 7, size=rng.integers(1, 4))]
@@ -97,7 +99,17 @@ def test_no_sampled_point_lies_outside_the_bounds_of_a_split_domain(seed, forwar
     split = {i: rng.choice([-1.0, 0.0, 0.0, 1.0], size=(B, chain.widths[i]))
              for i in cb.relu_layers}
     lo, hi = cb.ibp(xl, xu, split=split)
-    cb.intermediate(xl, xu, lo, hi, split=split, forward=forward)
+    table = None
+    if slopes:
+        # any lower slopes in [0, 1] per bounded neuron, NaN (the default slope) in places
+        table = {}
+        for j in cb.relu_layers[1:]:
+            table[j] = {}
+            for i in cb.relu_layers:
+                if i < j:
+                    t = rng.random((2 * chain.widths[j], chain.widths[i]))
+                    table[j][i] = np.where(rng.random(t.shape) < 0.3, np.nan, t)
+    cb.intermediate(xl, xu, lo, hi, split=split, forward=forward, slopes=table)
     m = chain.widths[-1]
     K = 2
     C, d = rng.normal(size=(K, m)), rng.normal(size=K)
@@ -109,6 +121,27 @@ def test_no_sampled_point_lies_outside_the_bounds_of_a_split_domain(seed, forwar
         for i in range(chain.L):
             assert np.all(Z[i] >= lo[i][b]) and np.all(Z[i] <= hi[i][b])
         assert np.all(Z[-1] @ C.T - d >= res.lb[b])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_root_slopes_reproduce_the_optimised_intermediate_bounds(seed):
+    # subdomains re-bound their neurons from the slopes alpha-CROWN found at the root: over
+    # the root's own box they give back its bounds (each layer from the same lower bounds)
+    net = mlp(seed, 4, [8, 8, 8], 2, scale=2.0)
+    cb = ChainBounder(as_relu_chain(net))
+    xl, xu = -np.ones((1, 4)), np.ones((1, 4))
+    lo, hi = cb.ibp(xl, xu)
+    cb.intermediate(xl, xu, lo, hi)
+    crown = [a.copy() for a in lo]
+    slopes: dict = {}
+    cb.optimise_intermediate(xl, xu, lo, hi, iterations=20, slopes=slopes)
+    assert sorted(slopes) == [1, 2] and sorted(slopes[2]) == [0, 1]
+    assert lo[2].sum() > crown[2].sum()  # alpha-CROWN did tighten
+    again_lo, again_hi = cb.ibp(xl, xu)
+    cb.intermediate(xl, xu, again_lo, again_hi, slopes=slopes)
+    for j in (1, 2):
+        np.testing.assert_array_equal(again_lo[j], lo[j])
+        np.testing.assert_array_equal(again_hi[j], hi[j])
 
 
 @settings(max_examples=30)

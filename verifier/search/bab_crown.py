@@ -252,16 +252,19 @@ class ChainBounder:
             return ga, gb, ztop
         return ga, gb
 
-    def descend_rows(self, j, lam, box, c, mag, xl, xu, lo, hi, w, relaxes):
+    def descend_rows(self, j, lam, box, c, mag, xl, xu, lo, hi, w, relaxes, alpha=None):
         """``descend`` for a flat list of rows (T, n_j), row r belonging to box ``box[r]``,
-        with the default (adaptive) slopes. Returns the sound lower bounds (T,)."""
+        with the lower slopes ``alpha[i]`` (T, n_i) (any values in [0, 1]; NaN or a missing
+        layer: the default adaptive slope). Returns the sound lower bounds (T,)."""
         for i in range(j, -1, -1):
             if self.chain.relu[i]:
                 rx = relaxes.get(i)
                 if rx is None:
                     rx = relaxes[i] = relax(lo[i], hi[i])
+                a_i = alpha.get(i) if alpha is not None else None
                 g, cc, mm = relu_step_rows(lam, box, rx.k_lo_default, rx.k_up, rx.t_up,
-                                           rx.zmax + w[i], self.b[i])
+                                           rx.zmax + w[i], self.b[i], rx.unstable_u8,
+                                           _EMPTY2 if a_i is None else a_i)
                 c = c + cc
                 mag = mag + mm
             else:
@@ -275,10 +278,15 @@ class ChainBounder:
 
     # -- intermediate bounds ------------------------------------------------------------------
     def optimise_intermediate(self, xl, xu, lo, hi, split=None, iterations=20, lr=0.1,
-                              deadline=None, clock=None):
+                              deadline=None, clock=None, slopes=None):
         """alpha-CROWN for the intermediate bounds: for every ReLU layer j >= 1 in order, the
         bounds of its unstable neurons (rows ``+-e_q``, slopes per row) are optimised by
-        ``optimise`` and intersected in. For one or a few domains (the root). Returns (lo, hi)."""
+        ``optimise`` and intersected in. For one or a few domains (the root). Returns (lo, hi).
+
+        ``slopes``: a dict to fill with the optimised lower slopes of the first domain,
+        ``slopes[j][i]`` (2 n_j, n_i): row q those of the lower bound of neuron q of layer j,
+        row n_j + q those of its upper bound (NaN for neurons not bounded here), for
+        ``intermediate`` to start from in subdomains."""
         for j in self.relu_layers:
             if j < 1:
                 continue
@@ -295,6 +303,14 @@ class ChainBounder:
             res = optimise(self, E, np.zeros(2 * m), xl, xu, lo, hi, split=split,
                            iterations=iterations, lr_alpha=lr, use_beta=False,
                            deadline=deadline, clock=clock, top=j)
+            if slopes is not None:
+                n_j = lo[j].shape[1]
+                slopes[j] = {}
+                for i, a in res.alpha.items():
+                    tab = np.full((2 * n_j, a.shape[2]), np.nan)
+                    tab[idx] = a[0, :m]
+                    tab[n_j + idx] = a[0, m:]
+                    slopes[j][i] = tab
             lo[j][:, idx] = np.maximum(lo[j][:, idx], res.lb[:, :m])
             hi[j][:, idx] = np.minimum(hi[j][:, idx], -res.lb[:, m:])
             if split is not None and split.get(j) is not None:
@@ -305,12 +321,15 @@ class ChainBounder:
             hi[j + 1] = np.minimum(hi[j + 1], nu)
         return lo, hi
 
-    def intermediate(self, xl, xu, lo, hi, split=None, start=1, forward=False, crown=True):
+    def intermediate(self, xl, xu, lo, hi, split=None, start=1, forward=False, crown=True,
+                     slopes=None):
         """Tighten ``lo[j], hi[j]`` in place by CROWN for every ReLU layer j >= max(start, 1),
         in order. Each layer is first re-bounded cheaply from the (tightened) layer below (IBP,
         and with ``forward`` the forward linear bounds of ``bab_forward``); CROWN then bounds
         only the neurons still unstable, each domain its own (rows flattened over the batch);
-        ``crown=False`` stops at the cheap bounds. Splits are re-applied. Returns (lo, hi)."""
+        ``crown=False`` stops at the cheap bounds. Splits are re-applied. ``slopes``: lower
+        slopes per bounded neuron as ``optimise_intermediate`` leaves them (the default slopes
+        where absent). Returns (lo, hi)."""
         relaxes: dict = {}
         w = [None] * self.L
         w[0] = self._vmax(0, xl, xu, lo, hi) @ self.absWT[0] + self.absb[0]
@@ -329,7 +348,8 @@ class ChainBounder:
             if split is not None and split.get(i) is not None:
                 lo[i], hi[i] = apply_split(lo[i], hi[i], split[i])
             if redo and crown:
-                self._crown_rows(i, xl, xu, lo, hi, w, relaxes)
+                self._crown_rows(i, xl, xu, lo, hi, w, relaxes,
+                                 None if slopes is None else slopes.get(i))
                 if split is not None and split.get(i) is not None:
                     lo[i], hi[i] = apply_split(lo[i], hi[i], split[i])
             if self.chain.relu[i]:
@@ -339,8 +359,9 @@ class ChainBounder:
             w[i + 1] = self._vmax(i + 1, xl, xu, lo, hi) @ self.absWT[i + 1] + self.absb[i + 1]
         return lo, hi
 
-    def _crown_rows(self, i, xl, xu, lo, hi, w, relaxes):
-        """CROWN bounds of the unstable neurons of layer i in each domain, intersected in."""
+    def _crown_rows(self, i, xl, xu, lo, hi, w, relaxes, slopes=None):
+        """CROWN bounds of the unstable neurons of layer i in each domain, intersected in
+        (with the lower slopes ``slopes[k]`` (2 n_i, n_k) of each neuron's two bounds)."""
         box, nrn = np.nonzero((lo[i] < 0.0) & (hi[i] > 0.0))
         if box.size == 0:
             return
@@ -351,8 +372,12 @@ class ChainBounder:
         c = np.concatenate([bsel, -bsel])
         wsel = w[i][box, nrn]
         mag = np.concatenate([wsel, wsel])
+        alpha = None
+        if slopes:
+            rows = np.concatenate([nrn, lo[i].shape[1] + nrn])
+            alpha = {k: tab[rows] for k, tab in slopes.items()}
         lb = self.descend_rows(i - 1, lam, np.concatenate([box, box]), c, mag, xl, xu, lo, hi,
-                               w, relaxes)
+                               w, relaxes, alpha)
         lo[i][box, nrn] = np.maximum(lo[i][box, nrn], lb[:T])
         hi[i][box, nrn] = np.minimum(hi[i][box, nrn], -lb[T:])
 

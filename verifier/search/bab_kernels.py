@@ -94,11 +94,14 @@ def concretise(lam, xl, xu):
 
 
 @njit(cache=True)
-def relu_step_rows(lam, box, k_lo, k_up, t_up, zw, bias):
+def relu_step_rows(lam, box, k_lo, k_up, t_up, zw, bias, unstable, alpha):
     """``relu_step`` for a flat list of rows, each of its own box: lam (T, n), box (T,) int64
-    indices into the per-box arrays k_lo, k_up, t_up, zw (B, n); bias (n,). Default slopes, no
-    beta. Returns g (T, n), const (T,), mag (T,)."""
+    indices into the per-box arrays k_lo, k_up, t_up, zw, unstable (B, n); bias (n,). No beta.
+    alpha (T, n): the lower slope of row r on the unstable neurons where not NaN (else the
+    default slope), or size 0 for the default slopes everywhere. Returns g (T, n), const (T,),
+    mag (T,)."""
     T, n = lam.shape
+    has_alpha = alpha.size > 0
     g = np.empty((T, n))
     const = np.zeros(T)
     mag = np.zeros(T)
@@ -110,6 +113,10 @@ def relu_step_rows(lam, box, k_lo, k_up, t_up, zw, bias):
             a = lam[r, j]
             if a >= 0.0:
                 gg = a * k_lo[b, j]
+                if has_alpha and unstable[b, j]:
+                    s = alpha[r, j]
+                    if s == s:
+                        gg = a * s
             else:
                 gg = a * k_up[b, j]
                 t = t_up[b, j]

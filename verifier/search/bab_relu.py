@@ -106,6 +106,8 @@ class ReluSplitSearch(CaseSearch):
         self.xu0 = case.input.upper[None, :]
         self.ce = None
         self.stuck = False
+        #: the root's intermediate slopes for re-bounding (``root_bounds``), when used
+        self.slopes = None
         #: the share of the split tree refuted so far (a domain k splits deep is 2^-k of it)
         self.refuted = 0.0
 
@@ -211,21 +213,34 @@ class ReluSplitSearch(CaseSearch):
         return res.pas, xl, xu
 
     def _rebound_deep(self, dom: Domains, xl, xu) -> None:
-        """Re-bound every layer (IBP, then CROWN of the unstable neurons, with all splits
+        """Re-bound the layers (IBP, then CROWN of the unstable neurons, with all splits
         applied) of the domains at least ``relu_intermediate_depth`` splits deep, in place, in
-        chunks until the deadline (the rest keep their bounds, which hold as they are)."""
-        deep = np.flatnonzero(dom.depth() >= self.opt.relu_intermediate_depth)
-        for c in range(0, deep.size, CHUNK):
-            if time.monotonic() >= self.deadline:
-                break
-            q = deep[c:c + CHUNK]
-            lo = [a[q] for a in dom.lo]
-            hi = [a[q] for a in dom.hi]
-            self.cb.intermediate(xl[q], xu[q], lo, hi,
-                                 split={k: v[q] for k, v in dom.split.items()}, start=1)
-            for i in range(len(lo)):
-                dom.lo[i][q] = lo[i]
-                dom.hi[i][q] = hi[i]
+        chunks until the deadline (the rest keep their bounds, which hold as they are).
+
+        A child one split deeper than that was re-bounded as its parent, and one pass is a
+        fixed point: layer j's CROWN bound depends only on the bounds of the layers below j.
+        The child's split in layer k changes none of the layers <= k (layer k only by the
+        clip), so its pass starts at k + 1; a child exactly at the depth starts at layer 1."""
+        depth = dom.depth()
+        thr = self.opt.relu_intermediate_depth
+        deep = np.flatnonzero(depth >= thr)
+        first = np.where(depth[deep] > thr, dom.choice[deep, 0] + 1, 1)
+        for s in np.unique(first):
+            if s > self.cb.relu_layers[-1]:
+                continue  # split in the last ReLU layer: no layer above it to re-bound
+            group = deep[first == s]
+            for c in range(0, group.size, CHUNK):
+                if time.monotonic() >= self.deadline:
+                    return
+                q = group[c:c + CHUNK]
+                lo = [a[q] for a in dom.lo]
+                hi = [a[q] for a in dom.hi]
+                self.cb.intermediate(xl[q], xu[q], lo, hi,
+                                     split={k: v[q] for k, v in dom.split.items()},
+                                     start=int(s), slopes=self.slopes)
+                for i in range(len(lo)):
+                    dom.lo[i][q] = lo[i]
+                    dom.hi[i][q] = hi[i]
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> str:
@@ -239,7 +254,8 @@ class ReluSplitSearch(CaseSearch):
 
     def _run(self) -> str:
         cb, opt = self.cb, self.opt
-        lo, hi = self.root_bounds(cb, self.case, opt, self.optimised, self.deadline)
+        lo, hi, slopes = self.root_bounds(cb, self.case, opt, self.optimised, self.deadline)
+        self.slopes = slopes if opt.rebound_slopes else None
         lo = [a.copy() for a in lo]
         hi = [a.copy() for a in hi]
         K = self.C.shape[0]
@@ -298,15 +314,17 @@ class ReluSplitSearch(CaseSearch):
         if key in cache:
             return cache[key]
         xl, xu = case.input.lower[None, :], case.input.upper[None, :]
+        slopes: dict = {}
         lo, hi = cb.ibp(xl, xu)
         cb.intermediate(xl, xu, lo, hi)
         if optimised and opt.root_iterations > 0:
             now = time.monotonic()
             stop = now + opt.root_share * max(deadline - now, 0.0)
             cb.optimise_intermediate(xl, xu, lo, hi, iterations=opt.root_iterations,
-                                     lr=opt.lr_alpha, deadline=stop, clock=time.monotonic)
-        cache[key] = (lo, hi)
-        return lo, hi
+                                     lr=opt.lr_alpha, deadline=stop, clock=time.monotonic,
+                                     slopes=slopes)
+        cache[key] = (lo, hi, slopes)
+        return lo, hi, slopes
 
     def _unsplittable(self, dom: Domains) -> None:
         """Domains without an unstable neuron: the relaxation is exact up to the split
