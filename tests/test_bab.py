@@ -140,8 +140,27 @@ def test_the_root_slopes_reproduce_the_optimised_intermediate_bounds(seed):
     again_lo, again_hi = cb.ibp(xl, xu)
     cb.intermediate(xl, xu, again_lo, again_hi, slopes=slopes)
     for j in (1, 2):
-        np.testing.assert_array_equal(again_lo[j], lo[j])
-        np.testing.assert_array_equal(again_hi[j], hi[j])
+        np.testing.assert_allclose(again_lo[j], lo[j], rtol=0, atol=1e-3)
+        np.testing.assert_allclose(again_hi[j], hi[j], rtol=0, atol=1e-3)
+
+
+def test_row_products_are_made_in_float64_where_float32_could_overflow():
+    net = mlp(3, 3, [5, 4], 2)
+    cb = ChainBounder(as_relu_chain(net))
+    xl, xu = -np.ones((2, 3)), np.ones((2, 3))
+    lo, hi = cb.ibp(xl, xu)
+    w = cb.magnitudes(1, xl, xu, lo, hi)
+    box = np.array([0, 1, 1])
+    for scale, exact in ((1.0, False), (1e37, True)):
+        g = np.random.default_rng(0).normal(size=(3, 4)) * scale
+        tiny = np.zeros(3)
+        lam = cb._product32(g, 1, box, xl, xu, lo, hi, w, tiny)
+        if exact:  # float32 would give inf here
+            np.testing.assert_array_equal(lam, g @ cb.W[1])
+            assert not tiny.any()
+        else:
+            np.testing.assert_allclose(lam, g @ cb.W[1], rtol=1e-5)
+            assert np.all(tiny > 0)
 
 
 @settings(max_examples=30)
