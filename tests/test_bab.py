@@ -12,11 +12,12 @@ from verifier.network import Network, Node
 from verifier.network import ops as O
 from verifier.search.bab import BabOptions, branch_and_bound, share_percent
 from verifier.search.bab_chain import as_relu_chain
-from verifier.search.bab_crown import ChainBounder, optimise
+from verifier.search.bab_crown import ChainBounder, apply_split, optimise
 from verifier.search.bab_forward import ForwardState
 from verifier.search.bab_input import (InputSplitSearch, _BestFirst, _Stack, _unpack,
                                        mixture_rows)
 from verifier.search.bab_relu import Domains, ReluSplitSearch
+from verifier.search.branching import child_estimates
 from verifier.search.replay import Replay
 
 
@@ -142,6 +143,45 @@ def test_the_root_slopes_reproduce_the_optimised_intermediate_bounds(seed):
     for j in (1, 2):
         np.testing.assert_allclose(again_lo[j], lo[j], rtol=0, atol=1e-3)
         np.testing.assert_allclose(again_hi[j], hi[j], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fsb_estimates_are_the_childrens_bounds_from_the_parents_pass(seed):
+    # the children's pass continues from the parent's below the split layer: up to float32
+    # products it is the full backward pass of each child (parent's alpha, beta, bounds)
+    rng = np.random.default_rng(seed)
+    net = mlp(seed, 4, [8, 8, 8], 3, scale=2.0)
+    cb = ChainBounder(as_relu_chain(net))
+    N = 3
+    xl, xu = -np.ones((N, 4)), np.ones((N, 4))
+    split = {i: np.zeros((N, 8)) for i in cb.relu_layers}
+    split[0][1, 2], split[1][2, 5] = 1.0, -1.0
+    lo, hi = cb.ibp(xl, xu, split=split)
+    cb.intermediate(xl, xu, lo, hi, split=split)
+    C, d = rng.normal(size=(2, 3)), rng.normal(size=2)
+    res = optimise(cb, C, d, xl, xu, lo, hi, split=split, iterations=5)
+    parent, layer, side, nrn = [], [], [], []
+    for b in range(N):
+        for i in cb.relu_layers:
+            for q in np.flatnonzero((lo[i][b] < 0) & (hi[i][b] > 0))[:2]:
+                for sd in (-1.0, 1.0):
+                    parent.append(b), layer.append(i), nrn.append(q), side.append(sd)
+    parent, layer, nrn, side = map(np.array, (parent, layer, nrn, side))
+    assert len(set(layer.tolist())) == 3
+    est = child_estimates(cb, res.pas, lo, hi, res.alpha, res.beta, split, xl, xu, parent,
+                          layer, nrn, side)
+    lo2, hi2 = [a[parent] for a in lo], [a[parent] for a in hi]
+    sp2 = {i: s[parent] for i, s in split.items()}
+    t = np.arange(parent.size)
+    for i in cb.relu_layers:
+        r = t[layer == i]
+        sp2[i][r, nrn[r]] = side[r]
+        lo2[i][r, nrn[r]], hi2[i][r, nrn[r]] = apply_split(lo2[i][r, nrn[r]], hi2[i][r, nrn[r]],
+                                                           side[r])
+    full = optimise(cb, C, d, xl[parent], xu[parent], lo2, hi2, split=sp2,
+                    alpha={i: a[parent] for i, a in res.alpha.items()},
+                    beta={i: b[parent] for i, b in res.beta.items()}, iterations=0)
+    np.testing.assert_allclose(est, full.lb, rtol=1e-4, atol=1e-4)
 
 
 def test_row_products_are_made_in_float64_where_float32_could_overflow():

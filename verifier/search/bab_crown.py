@@ -70,6 +70,10 @@ class Relax:
     zmax: np.ndarray        # max(|l|, |u|)
     unstable_u8: np.ndarray
 
+    def take(self, idx) -> "Relax":
+        """The relaxation of the batch entries ``idx``."""
+        return Relax(*(getattr(self, f)[idx] for f in _RELAX_FIELDS))
+
 
 def relax(l: np.ndarray, u: np.ndarray) -> Relax:
     """The ReLU lines of a layer with pre-activation bounds l <= z <= u (B, n)."""
@@ -94,11 +98,14 @@ def _rowdot(M: np.ndarray, v: np.ndarray) -> np.ndarray:
 class Pass:
     """What a backward pass leaves for gradients and branching: ``lams[i]`` the coefficient on
     ``v_i`` (before the ReLU step) for every layer below the top (None where no ReLU), ``lam0``
-    the coefficient on x (B, K, n0), and the relaxations used."""
+    the coefficient on x (B, K, n0), the relaxations used, and ``heads[i]``: the constant and
+    magnitude (B, K) the pass had gathered above ``v_i`` (for a pass that continues from
+    ``lams[i]``)."""
 
     lams: dict
     lam0: np.ndarray
     relaxes: dict
+    heads: dict
 
 
 class ChainBounder:
@@ -199,13 +206,15 @@ class ChainBounder:
                             relaxes, keep)
 
     def descend(self, j, lam, c, mag, xl, xu, lo, hi, w, alpha=None, beta=None, split=None,
-                relaxes=None, keep=False):
+                relaxes=None, keep=False, estimate=False):
         """Continue a backward pass from the coefficient ``lam`` (Ba, K, n_j) on ``v_j`` with
         constant ``c`` and magnitude ``mag`` (B, K) (both updated in place) down to the input.
-        Returns (lb, Pass or None) as ``backward``."""
+        Returns (lb, Pass or None) as ``backward``. ``estimate``: the products in float32
+        without their rounding margin, for branching only (the result is not a sound bound)."""
         if relaxes is None:
             relaxes = {}
-        lams = {}
+        lams, heads = {}, {}
+        W = self.W32 if estimate else self.W
         for i in range(j, -1, -1):
             if self.chain.relu[i]:
                 rx = relaxes.get(i)
@@ -213,6 +222,7 @@ class ChainBounder:
                     rx = relaxes[i] = relax(lo[i], hi[i])
                 if keep:
                     lams[i] = lam
+                    heads[i] = (c.copy(), mag.copy())
                 a_i = alpha.get(i) if alpha is not None else None
                 b_i = beta.get(i) if beta is not None else None
                 g, cc, mm = relu_step(np.ascontiguousarray(lam), rx.k_lo_default, rx.k_up,
@@ -227,14 +237,15 @@ class ChainBounder:
                 c += g @ self.b[i]
                 mag += _rowdot(np.abs(g), w[i])
             Bg, K, n = g.shape
-            lam = (g.reshape(Bg * K, n) @ self.W[i]).reshape(Bg, K, -1)
+            lam = (g.reshape(Bg * K, n).astype(W[i].dtype) @ W[i]).reshape(Bg, K, -1)
+        lam = lam.astype(np.float64, copy=False)
         val, m0 = concretise(np.ascontiguousarray(lam), xl, xu)
         lb = down((c + val) - self.eps * (mag + m0 + np.abs(c)))
         lb = np.where(np.isnan(lb), -np.inf, lb)
         if not keep:
             return lb, None
         lam0 = lam if lam.shape[0] == xl.shape[0] else np.repeat(lam, xl.shape[0], axis=0)
-        return lb, Pass(lams, lam0, relaxes)
+        return lb, Pass(lams, lam0, relaxes, heads)
 
     def gradients(self, top, pas: Pass, xl, xu, alpha=None, split=None, want_beta=False,
                   want_top=False):
@@ -580,7 +591,8 @@ class _Active:
             {j: a[idx] for j, a in self.al.items()}, {j: b[idx] for j, b in self.be.items()},
             {k: (sub(m), sub(v)) for k, (m, v) in self.state.items()},
             Pass({j: sub(a) for j, a in self.pas.lams.items()}, self.pas.lam0[idx],
-                 {j: sub_relax(r) for j, r in self.pas.relaxes.items()}))
+                 {j: sub_relax(r) for j, r in self.pas.relaxes.items()},
+                 {j: (c[idx], m[idx]) for j, (c, m) in self.pas.heads.items()}))
 
 
 _RELAX_FIELDS = ("unstable", "active", "k_up", "t_up", "k_lo_default", "zmax", "unstable_u8")

@@ -33,7 +33,7 @@ from ..bounds.lp_program import LayerBounds, relu_program
 from ..errors import UnsupportedOpError
 from .bab_attack import pgd, region_minimiser
 from .bab_case import CaseSearch
-from .bab_crown import ChainBounder, Pass, Relax, empty_domains, optimise
+from .bab_crown import ChainBounder, Pass, empty_domains, optimise
 from .branching import fsb_choice, relu_scores
 
 log = logging.getLogger(__name__)
@@ -150,21 +150,23 @@ class ReluSplitSearch(CaseSearch):
             return None
         sub = dom.take(keep)
         sub_rows = sub.open[:, self.row_conj]
-        scores = relu_scores(self.cb, _take_pass(pas, keep), sub.lo, sub.hi, sub.alpha, sub_rows)
+        sub_pas = _take_pass(pas, keep)
+        scores = relu_scores(self.cb, sub_pas, sub.lo, sub.hi, sub.alpha, sub_rows)
         sub.choice = _best_scored(scores, len(sub))
         if self.opt.branching == "fsb":
             # in chunks, so that a batch stops at the deadline (the rest keep the best score)
             for c in range(0, len(sub), CHUNK):
                 if time.monotonic() >= self.deadline:
                     break
-                q = slice(c, c + CHUNK)
-                xs, xus = self._boxes(min(CHUNK, len(sub) - c))
+                q = np.arange(c, min(c + CHUNK, len(sub)))
+                xs, xus = self._boxes(q.size)
                 sub.choice[q] = fsb_choice(
-                    self.cb, {i: v[q] for i, v in scores.items()}, [a[q] for a in sub.lo],
-                    [a[q] for a in sub.hi], {i: a[q] for i, a in sub.alpha.items()},
+                    self.cb, _take_pass(sub_pas, q), {i: v[q] for i, v in scores.items()},
+                    [a[q] for a in sub.lo], [a[q] for a in sub.hi],
+                    {i: a[q] for i, a in sub.alpha.items()},
                     {i: b[q] for i, b in sub.beta.items()},
-                    {i: v[q] for i, v in sub.split.items()}, xs, xus, self.C, self.d,
-                    sub_rows[q], self.opt.fsb_candidates, self.opt.fsb_per_layer)
+                    {i: v[q] for i, v in sub.split.items()}, xs, xus, sub_rows[q],
+                    self.opt.fsb_candidates, self.opt.fsb_per_layer)
         return sub
 
     def _branch(self, par: Domains) -> Domains:
@@ -412,9 +414,5 @@ def _take_pass(pas, idx):
     """The backward pass restricted to the domains ``idx``."""
     return Pass({i: a if a.shape[0] == 1 else a[idx] for i, a in pas.lams.items()},
                 pas.lam0[idx],
-                {i: _take_relax(r, idx) for i, r in pas.relaxes.items()})
-
-
-def _take_relax(rx: Relax, idx) -> Relax:
-    return Relax(*(getattr(rx, f)[idx] for f in ("unstable", "active", "k_up", "t_up",
-                                                 "k_lo_default", "zmax", "unstable_u8")))
+                {i: r.take(idx) for i, r in pas.relaxes.items()},
+                {i: (c[idx], m[idx]) for i, (c, m) in pas.heads.items()})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bab_crown import apply_split, optimise
+from .bab_crown import apply_split, relax
 
 
 def input_scores(lam0: np.ndarray | None, rows_open: np.ndarray, width: np.ndarray) -> np.ndarray:
@@ -54,16 +54,23 @@ def relu_scores(cb, pas, lo, hi, alpha, rows_open) -> dict:
     return out
 
 
-def fsb_choice(cb, scores: dict, lo, hi, alpha, beta, split, xl, xu, C, d, rows_open,
+def fsb_choice(cb, pas, scores: dict, lo, hi, alpha, beta, split, xl, xu, rows_open,
                k: int, per_layer: int = 0) -> np.ndarray:
     """Filtered smart branching (De Palma et al., 2021): the ``k`` neurons of best score per
-    domain, and the ``per_layer`` best of every layer (a neuron can be in both), are each tried
-    by bounding both children once (the parent's intermediate bounds, alpha and beta; the
-    candidate's bounds clipped at 0), and the one whose worse child is best is chosen. Returns
-    (N, 2) (layer, neuron), -1 where no neuron is unstable.
+    domain, and the ``per_layer`` best of every layer, are each tried by estimating the bound
+    of both children (the parent's intermediate bounds, alpha and beta; the candidate's bounds
+    clipped at 0 and its split in place), and the one whose worse child is best is chosen.
+    Returns (N, 2) (layer, neuron), -1 where no neuron is unstable.
 
-    scores: ``relu_scores``; lo, hi: the domains' bounds (N, n_i) per layer; alpha, beta,
-    split: per ReLU layer; xl, xu (N, n0); C (K, m), d (K,); rows_open (N, K)."""
+    A split in layer i changes the backward pass only from ``v_i`` down: the children's pass
+    continues from the parent's (``pas``: its coefficient on ``v_i`` and what it gathered
+    above, ``Pass.heads``), in float32 (``descend(estimate=True)``; the estimate only ranks
+    candidates, no bound is taken from it). With ``per_layer >= k`` the layers' lists hold
+    the global top k already, and each is tried once. Ties go to the first candidate: the
+    global top k (by score), then the layers' lists in layer order.
+
+    pas: the parents' backward pass; scores: ``relu_scores``; lo, hi: the domains' bounds
+    (N, n_i) per layer; alpha, beta, split: per ReLU layer; xl, xu (N, n0); rows_open (N, K)."""
     layers = sorted(scores)
     N = xl.shape[0]
     flat = np.concatenate([scores[i] for i in layers], axis=1)
@@ -72,10 +79,14 @@ def fsb_choice(cb, scores: dict, lo, hi, alpha, beta, split, xl, xu, C, d, rows_
     top = np.argsort(-flat, axis=1)[:, :k]                       # (N, k)
     if per_layer > 0:
         # the best of every layer too: later layers' scores dominate the global ranking
-        extra = [offsets[j] + np.argsort(-scores[i], axis=1)[:, :per_layer]
-                 for j, i in enumerate(layers)]
-        top = np.concatenate([top] + extra, axis=1)
-        k = top.shape[1]
+        extra = np.concatenate([offsets[j] + np.argsort(-scores[i], axis=1)[:, :per_layer]
+                                for j, i in enumerate(layers)], axis=1)
+        dup = (extra[:, :, None] == top[:, None, :]).any(axis=2)
+        if (dup.sum(axis=1) == k).all():
+            # each of the global top k is in its layer's list (per_layer >= k): try it once
+            extra = extra[~dup].reshape(N, -1)
+        top = np.concatenate([top, extra], axis=1)
+    k = top.shape[1]
     valid = np.take_along_axis(flat, top, axis=1) >= 0.0
     lay_idx = np.searchsorted(offsets, top, side="right") - 1
     layer = np.asarray(layers)[lay_idx]
@@ -85,21 +96,9 @@ def fsb_choice(cb, scores: dict, lo, hi, alpha, beta, split, xl, xu, C, d, rows_
     c_layer = np.repeat(layer, 2, axis=1).reshape(-1)
     c_nrn = np.repeat(nrn, 2, axis=1).reshape(-1)
     side = np.tile([-1.0, 1.0], N * k)
-    lo2 = [a[rep] for a in lo]
-    hi2 = [a[rep] for a in hi]
-    sp2 = {i: s[rep] for i, s in split.items()}
-    for i in np.unique(c_layer):
-        r = np.flatnonzero(c_layer == i)
-        c = c_nrn[r]
-        sp2[i][r, c] = side[r]
-        lo2[i][r, c], hi2[i][r, c] = apply_split(lo2[i][r, c], hi2[i][r, c], side[r])
-    # a child lies inside its parent: the parents' rounding magnitudes hold for the children
-    w = [m[rep] for m in cb.magnitudes(cb.L - 1, xl, xu, lo, hi)]
-    res = optimise(cb, C, d, xl[rep], xu[rep], lo2, hi2, split=sp2,
-                   alpha={i: a[rep] for i, a in alpha.items()} if alpha else None,
-                   beta={i: b[rep] for i, b in beta.items()} if beta else None, iterations=0,
-                   w=w)
-    lb = np.where(rows_open[rep], res.lb, np.inf).min(axis=1)  # worst open row
+    lb = child_estimates(cb, pas, lo, hi, alpha, beta, split, xl, xu, rep, c_layer, c_nrn,
+                         side, np.repeat(valid.reshape(-1), 2))
+    lb = np.where(rows_open[rep], lb, np.inf).min(axis=1)  # worst open row
     worse = lb.reshape(N, k, 2).min(axis=2)
     worse = np.where(valid, worse, -np.inf)
     best = np.argmax(worse, axis=1)
@@ -107,3 +106,34 @@ def fsb_choice(cb, scores: dict, lo, hi, alpha, beta, split, xl, xu, C, d, rows_
     choice = np.stack([layer[r, best], nrn[r, best]], axis=1).astype(np.int64)
     choice[~valid.any(axis=1)] = -1
     return choice
+
+
+def child_estimates(cb, pas, lo, hi, alpha, beta, split, xl, xu, parent, layer, nrn, side,
+                    wanted=None) -> np.ndarray:
+    """Estimated bounds (R, K) of R children: child r is domain ``parent[r]`` with neuron
+    ``nrn[r]`` of ReLU layer ``layer[r]`` split to ``side[r]`` (-1 inactive, +1 active), under
+    the parent's intermediate bounds (that neuron's clipped), alpha and beta. The children of
+    a split in layer i share the parent's pass (``pas``) above ``v_i``; each continues from
+    ``lams[i]`` with its own relaxation of layer i, in float32 (``descend(estimate=True)``).
+    ``wanted`` (R,) bool: children to estimate (the others get -inf)."""
+    w = cb.magnitudes(cb.L - 1, xl, xu, lo, hi)
+    lb = np.full((parent.size, pas.lam0.shape[1]), -np.inf)
+    for i in np.unique(layer if wanted is None else layer[wanted]):
+        r = np.flatnonzero(layer == i)
+        p = parent[r]
+        t = np.arange(r.size)
+        c = nrn[r]
+        li, ui = lo[i][p], hi[i][p]
+        li[t, c], ui[t, c] = apply_split(li[t, c], ui[t, c], side[r])
+        sp = {j: s[p] for j, s in split.items() if j <= i}
+        sp[i][t, c] = side[r]
+        relaxes = {j: rx.take(p) for j, rx in pas.relaxes.items() if j < i}
+        relaxes[i] = relax(li, ui)
+        lam = pas.lams[i]
+        c0, m0 = pas.heads[i]
+        lb[r], _ = cb.descend(i, lam if lam.shape[0] == 1 else lam[p], c0[p], m0[p], xl[p],
+                              xu[p], None, None, [a[p] for a in w[:i + 1]],
+                              {j: a[p] for j, a in alpha.items() if j <= i} if alpha else None,
+                              {j: b[p] for j, b in beta.items() if j <= i} if beta else None,
+                              sp, relaxes, estimate=True)
+    return lb
