@@ -30,7 +30,11 @@ Floating point: as in ``verifier.bounds.rounding``, every step adds its magnitud
 magnitude of the value over the domain), ``|g| . zmax + |min(Lam, 0) t_up|`` for a ReLU step and
 ``|Lam| . max(|xl|, |xu|) + |const|`` at the input; the bound returned is
 ``const + min - MARGIN_FACTOR * gamma_N * mag`` rounded down one ulp, N exceeding the longest dot
-product plus the number of steps. IBP uses the centre/radius rule with the same margins.
+product plus the number of steps. IBP uses the centre/radius rule with the same margins. The
+row-wise passes of the intermediate bounds (``descend_rows``) multiply coefficients by the
+weights in float32 and add ``MARGIN_FACTOR * gamma32 * mag`` and underflow terms (``_product32``);
+estimates for branching (``descend(estimate=True)``) use float32 products without margins and
+are never taken as bounds.
 """
 from __future__ import annotations
 
