@@ -111,6 +111,13 @@ class Pass:
     relaxes: dict
     heads: dict
 
+    def take(self, idx) -> "Pass":
+        """The pass restricted to the batch entries ``idx`` (a coefficient with a batch axis of
+        1, shared by all entries, stays as it is)."""
+        return Pass({i: a if a.shape[0] == 1 else a[idx] for i, a in self.lams.items()},
+                    self.lam0[idx], {i: r.take(idx) for i, r in self.relaxes.items()},
+                    {i: (c[idx], m[idx]) for i, (c, m) in self.heads.items()})
+
 
 class ChainBounder:
     """Bounds of one ``ReluChain``; caches transposes and magnitudes of its weights."""
@@ -593,10 +600,7 @@ class _Active:
             sub(self.A), sub(self.const), [sub(x) for x in self.w],
             {j: sub_relax(r) for j, r in self.relaxes.items()},
             {j: a[idx] for j, a in self.al.items()}, {j: b[idx] for j, b in self.be.items()},
-            {k: (sub(m), sub(v)) for k, (m, v) in self.state.items()},
-            Pass({j: sub(a) for j, a in self.pas.lams.items()}, self.pas.lam0[idx],
-                 {j: sub_relax(r) for j, r in self.pas.relaxes.items()},
-                 {j: (c[idx], m[idx]) for j, (c, m) in self.pas.heads.items()}))
+            {k: (sub(m), sub(v)) for k, (m, v) in self.state.items()}, self.pas.take(idx))
 
 
 _RELAX_FIELDS = ("unstable", "active", "k_up", "t_up", "k_lo_default", "zmax", "unstable_u8")

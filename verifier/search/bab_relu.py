@@ -34,7 +34,7 @@ from ..bounds.lp_program import LayerBounds, relu_program
 from ..errors import UnsupportedOpError
 from .bab_attack import pgd, region_minimiser
 from .bab_case import CaseSearch
-from .bab_crown import ChainBounder, Pass, empty_domains, optimise
+from .bab_crown import ChainBounder, empty_domains, optimise
 from .branching import fsb_choice, relu_scores
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class ReluSplitSearch(CaseSearch):
             return None
         sub = dom.take(keep)
         sub_rows = sub.open[:, self.row_conj]
-        sub_pas = _take_pass(pas, keep)
+        sub_pas = pas.take(keep)
         scores = relu_scores(self.cb, sub_pas, sub.lo, sub.hi, sub.alpha, sub_rows)
         sub.choice = _best_scored(scores, len(sub))
         if self.opt.branching == "fsb":
@@ -162,7 +162,7 @@ class ReluSplitSearch(CaseSearch):
                 q = np.arange(c, min(c + CHUNK, len(sub)))
                 xs, xus = self._boxes(q.size)
                 sub.choice[q] = fsb_choice(
-                    self.cb, _take_pass(sub_pas, q), {i: v[q] for i, v in scores.items()},
+                    self.cb, sub_pas.take(q), {i: v[q] for i, v in scores.items()},
                     [a[q] for a in sub.lo], [a[q] for a in sub.hi],
                     {i: a[q] for i, a in sub.alpha.items()},
                     {i: b[q] for i, b in sub.beta.items()},
@@ -409,11 +409,3 @@ def _pop(stack: list, n: int) -> Domains:
         parts.append(dom)
         got += take
     return Domains.concat(parts)
-
-
-def _take_pass(pas, idx):
-    """The backward pass restricted to the domains ``idx``."""
-    return Pass({i: a if a.shape[0] == 1 else a[idx] for i, a in pas.lams.items()},
-                pas.lam0[idx],
-                {i: r.take(idx) for i, r in pas.relaxes.items()},
-                {i: (c[idx], m[idx]) for i, (c, m) in pas.heads.items()})
