@@ -27,13 +27,19 @@ def make_bench(tmp_path: Path, n: int, timeout: float = 5.0) -> Path:
     return bench
 
 
-def fake_solver(log_path, delay=0.0, phase="run"):
-    """A solve_instance that records each call in ``log_path`` and answers by the index."""
+def fake_solver(log_path, delay=0.0, phase="run", hang_from=None, runner=None):
+    """A solve_instance that records each call in ``log_path`` and answers by the index.
+
+    With ``hang_from``, instances of that index and later do not finish while the worker's
+    parent is ``runner`` (so a test can kill a run at a known point, whatever the load)."""
     def solve(onnx, vnnlib, timeout, method="auto", ce_path=None):
         time.sleep(delay)
+        i = int(Path(vnnlib).stem.split("_")[1])
+        if hang_from is not None and i >= hang_from:
+            while os.getppid() == runner:
+                time.sleep(0.05)
         with open(log_path, "a") as f:
             f.write(f"{phase} {Path(vnnlib).name}\n")
-        i = int(Path(vnnlib).stem.split("_")[1])
         return {"result": ("sat", "unsat", "unknown")[i % 3], "seconds": delay, "method": "fake",
                 "message": ""}
     return solve
@@ -65,14 +71,15 @@ def test_a_second_run_redoes_nothing(tmp_path, monkeypatch):
 
 
 def _run_in_child(bench, out, log_path):
-    run.solve_instance = fake_solver(log_path, delay=0.25, phase="first")
+    run.solve_instance = fake_solver(log_path, delay=0.05, phase="first", hang_from=4,
+                                   runner=os.getpid())
     run_benchmark(bench, out, RunOptions(workers=1, start_method="fork"))
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
 def test_a_run_killed_halfway_resumes_without_redoing_finished_rows(tmp_path, monkeypatch, how):
     n = 12
-    bench = make_bench(tmp_path, n)
+    bench = make_bench(tmp_path, n, timeout=600.0)  # the 5th instance hangs until the kill
     out = tmp_path / "results.csv"
     calls = tmp_path / "calls.txt"
     proc = mp.get_context("fork").Process(target=_run_in_child, args=(bench, out, calls))
