@@ -22,8 +22,9 @@ from verifier.verify import VerifyOptions, verify
 
 from test_attack import mlp, spec_of  # tests/ is on sys.path (pytest prepend mode)
 
-# the module itself (the attribute verifier.verify is the function)
+# the modules themselves (the attribute verifier.verify is the function)
 verify_module = importlib.import_module("verifier.verify")
+real_bab = importlib.import_module("verifier.search.bab")
 
 
 def affine_net(W, b):
@@ -154,6 +155,7 @@ def install_bab(monkeypatch, fn):
     mod = types.ModuleType("verifier.search.bab")
     mod.__spec__ = importlib.machinery.ModuleSpec("verifier.search.bab", None)
     mod.branch_and_bound = fn
+    mod.split_kind = real_bab.split_kind
     monkeypatch.setitem(sys.modules, "verifier.search.bab", mod)
     monkeypatch.setattr(verifier.search, "bab", mod, raising=False)
 
@@ -183,6 +185,25 @@ def test_branch_and_bound_gets_the_open_pairs_and_its_counterexample_is_replayed
     install_bab(monkeypatch, bab_unsat)
     res = verify(net, spec, timeout=20)
     assert res.status == "unsat" and res.method == "bab"
+
+
+@pytest.mark.parametrize("n_inputs, rounds", [(20, [1, 20]), (2, [1])])
+def test_a_close_miss_gets_a_second_attack_unless_the_input_is_split_next(
+        bounds_stand_in, monkeypatch, n_inputs, rounds):
+    net = affine_net(np.ones((1, n_inputs)), np.zeros(1))
+    spec = spec_of(np.zeros(n_inputs), np.ones(n_inputs), [[-1.0]], [-n_inputs - 1.0])
+    bounds_stand_in(StandInBounds(lambda C, d: np.full(len(d), -1000.0)))  # loose bounds
+    seen = []
+
+    def attack(net_, spec_, replay, options, deadline, probe):
+        seen.append(options.rounds)  # a miss by 1.0: close next to a bound of -1000
+        return types.SimpleNamespace(counterexample=None, best_margin=1.0, evaluations=1,
+                                     seconds=0.0)
+
+    monkeypatch.setattr(verify_module, "attack", attack)
+    install_bab(monkeypatch, lambda *a, **k: verifier.Result("unsat", margin=0.5))
+    res = verify(net, spec, timeout=20)
+    assert res.status == "unsat" and seen == rounds  # input split (2 values) checks points itself
 
 
 def test_progress_is_reported_between_stages():

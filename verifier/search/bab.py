@@ -130,6 +130,15 @@ class BabOptions:
             raise ValueError(f"unknown branching {self.branching!r}")
 
 
+def split_kind(n_inputs: int, options: BabOptions | None = None) -> str:
+    """What branch and bound splits for an input of ``n_inputs`` values: "input" or "relu"
+    (``BabOptions.split``; "auto" splits inputs of at most ``input_split_max_dim`` values)."""
+    opt = options if isinstance(options, BabOptions) else BabOptions()
+    if opt.split != "auto":
+        return opt.split
+    return "input" if n_inputs <= opt.input_split_max_dim else "relu"
+
+
 def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", options=None,
                      progress=None) -> Result:
     """Decide the open (case index, conjunction index) pairs of ``spec`` on ``net``.
@@ -147,9 +156,7 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
         return Result("unknown", method="bab", stats=stats,
                       message="branch and bound handles chains of affine ops and ReLUs only")
     cb = ChainBounder(chain)
-    split = opt.split
-    if split == "auto":
-        split = "input" if chain.n0 <= opt.input_split_max_dim else "relu"
+    split = split_kind(chain.n0, opt)
     stats["split"] = split
     by_case: dict[int, list[int]] = {}
     for ci, j in open_pairs:
