@@ -194,7 +194,8 @@ class ReluSplitSearch(CaseSearch):
         xl, xu = self._boxes(N)
         ri = self.opt.relu_intermediate
         if ri == "crown" or (ri == "first" and start <= 1):
-            cb.intermediate(xl, xu, dom.lo, dom.hi, split=dom.split, start=start)
+            cb.intermediate(xl, xu, dom.lo, dom.hi, split=dom.split, start=start,
+                            slopes=self.slopes)
         elif ri == "deep":
             self._rebound_deep(dom, xl, xu)
         empty = empty_domains(dom.lo, dom.hi)
