@@ -1,6 +1,8 @@
 """Branch and bound: the chain form is the network, every bound it prunes with holds at sampled
 points, its answers agree with exact MILP on tiny networks, and a deadline gives ``timeout``."""
+import importlib
 import time
+import types
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from verifier.search.bab_input import (InputSplitSearch, _BestFirst, _Stack, _un
 from verifier.search.bab_relu import Domains, ReluSplitSearch
 from verifier.search.branching import child_estimates
 from verifier.search.replay import Replay
+
+bab_module = importlib.import_module("verifier.search.bab")
 
 
 def mlp(seed, n0, widths, out, relu_out=False, scale=1.0):
@@ -475,6 +479,64 @@ def test_an_unsat_relu_split_search_refutes_its_whole_tree(seed):
     assert search.run() == "unsat"
     assert search.stats["domains"] > 1  # not refuted at the root
     assert search.refuted == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_paused_relu_split_search_goes_on_where_it_stopped(seed):
+    net = mlp(seed, 6, [8, 8], 3, scale=1.5)
+    lo, hi = -np.ones(6) * 0.5, np.ones(6) * 0.5
+    C = np.random.default_rng(seed).normal(size=(1, 3))
+    exact = milp_bounds(net, lo, hi, C, np.zeros(1), options=None)
+    spec = spec_of(lo, hi, [(C, np.array([float(exact.stats["argmin_value"][0, 0]) - 0.02]))], 3)
+
+    def search():
+        return ReluSplitSearch(ChainBounder(as_relu_chain(net)), net, spec.cases[0], 0, [0],
+                               Replay(spec, net=net), BabOptions(relu_batch=2),
+                               time.monotonic() + 30.0, {})
+
+    whole, paused = search(), search()
+    assert whole.run() == "unsat"
+    calls, status = 1, paused.run(pause_at=0.0)  # a pause long past: one batch per call
+    while status == "paused":
+        calls, status = calls + 1, paused.run(pause_at=0.0)
+    assert status == "unsat" and calls > 1
+    assert paused.stats["domains"] == whole.stats["domains"]  # the same tree, root bounded once
+    assert paused.refuted == pytest.approx(1.0, abs=1e-12)
+
+
+class _ScriptedSearch:
+    """Stands in for ReluSplitSearch: conjunction 1 has a counterexample, conjunction 0 holds
+    out until the deadline (but pauses when asked)."""
+
+    def __init__(self, cb, net, case, ci, group, replay, opt, deadline, stats, method):
+        self.j, self.deadline, self.stack, self.ce = group[0], deadline, None, None
+        self.refuted = 0.0
+
+    def run(self, pause_at=None):
+        self.stack = []
+        if self.j == 1:
+            self.ce = types.SimpleNamespace(x=np.zeros(20), y=np.zeros(3))
+            return "sat"
+        if pause_at is not None:
+            return "paused"
+        while time.monotonic() < self.deadline:
+            time.sleep(0.01)
+        return "timeout"
+
+
+@pytest.mark.parametrize("probe, expected", [(0.025, "sat"), (0.0, "timeout")])
+def test_every_conjunction_gets_a_first_slice_of_relu_split(monkeypatch, probe, expected):
+    monkeypatch.setattr(bab_module, "ReluSplitSearch", _ScriptedSearch)
+    net = mlp(0, 20, [4], 3)
+    rows = [(np.array([[1.0, -1.0, 0.0]]), np.zeros(1)), (np.array([[0.0, 1.0, -1.0]]),
+                                                           np.zeros(1))]
+    spec = spec_of(-np.ones(20), np.ones(20), rows, 3)
+    res = branch_and_bound(net, spec, [(0, 0), (0, 1)], deadline=time.monotonic() + 0.5,
+                           replay=Replay(spec, net=net),
+                           options=BabOptions(split="relu", relu_probe_share=probe))
+    assert res.status == expected
+    if expected == "timeout":
+        assert "conjunction 0" in res.message
 
 
 @pytest.mark.parametrize("share", [0.0, 0.5, 0.9994, 0.9995, 0.99997, 1 - 4.9e-6, 1 - 1e-12,

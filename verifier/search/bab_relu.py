@@ -94,7 +94,8 @@ class Domains:
 
 class ReluSplitSearch(CaseSearch):
     """ReLU-split search over one case and its open conjunctions. ``run()`` returns "unsat",
-    "sat" (``self.ce`` set), "timeout" or "unknown"."""
+    "sat" (``self.ce`` set), "timeout" or "unknown"; ``run(pause_at)`` also "paused", and a
+    later ``run()`` goes on from there."""
 
     def __init__(self, cb: ChainBounder, net, case, case_index: int, conj: list[int], replay,
                  options, deadline: float, stats: dict, method: str = "auto"):
@@ -111,6 +112,9 @@ class ReluSplitSearch(CaseSearch):
         self.slopes = None
         #: the share of the split tree refuted so far (a domain k splits deep is 2^-k of it)
         self.refuted = 0.0
+        #: the open domains (None until the root is bounded) and how many they are
+        self.stack: list | None = None
+        self.queued = 0
 
     # -- helpers ------------------------------------------------------------------------------
     def _boxes(self, n: int):
@@ -247,16 +251,25 @@ class ReluSplitSearch(CaseSearch):
                     dom.hi[i][q] = hi[i]
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self) -> str:
+    def run(self, pause_at: float | None = None) -> str:
+        """Search until the answer or the deadline. With ``pause_at`` (a ``time.monotonic()``
+        value) the search stops between batches once it has passed (after one batch at least)
+        and returns "paused"; the open domains stay, and the next ``run`` goes on with them (the
+        root's bounds are made in full in any case)."""
         if self.empty_conj.any():
             X = 0.5 * (self.xl0 + self.xu0)
             return "sat" if self._check_points(X, np.ones((1, self.J), bool)) else "unknown"
         try:
-            return self._run()
+            if self.stack is None:
+                status = self._root()
+                if status is not None:
+                    return status
+            return self._run(pause_at)
         except _Found:
             return "sat"
 
-    def _run(self) -> str:
+    def _root(self) -> str | None:
+        """Bound the root domain: "unsat" when that refutes it, else None (stack set)."""
         cb, opt = self.cb, self.opt
         lo, hi, slopes = self.root_bounds(cb, self.case, opt, self.optimised, self.deadline)
         self.slopes = slopes if opt.rebound_slopes else None
@@ -268,17 +281,25 @@ class ReluSplitSearch(CaseSearch):
                        np.zeros((1, 2), dtype=np.int64))
         pas, xl, xu = self._bound(root, cb.L, opt.root_iterations)
         root = self._finish(root, pas, xl, xu)
+        self.stack = [] if root is None else [root]
+        self.queued = len(self.stack)
         if root is None:
             self.refuted = 1.0
             return "unsat"
-        stack = [root]
-        queued = 1
+        return None
+
+    def _run(self, pause_at: float | None) -> str:
+        opt = self.opt
+        stack = self.stack
         rounds = 0
         while stack:
-            if time.monotonic() >= self.deadline:
+            now = time.monotonic()
+            if now >= self.deadline:
                 return "timeout"
+            if rounds > 0 and pause_at is not None and now >= pause_at:
+                return "paused"  # after one batch at least: every run makes progress
             par = _pop(stack, opt.relu_batch)
-            queued -= len(par)
+            self.queued -= len(par)
             stuck = par.choice[:, 0] < 0
             if stuck.any():
                 self._unsplittable(par.take(np.flatnonzero(stuck)))
@@ -295,15 +316,15 @@ class ReluSplitSearch(CaseSearch):
             rounds += 1
             if log.isEnabledFor(logging.DEBUG) and rounds % 10 == 0:
                 log.debug("relu split: %d domains bounded, %d queued, %.4f of the tree "
-                          "refuted, worst bound %.4g", self.stats["domains"], queued,
+                          "refuted, worst bound %.4g", self.stats["domains"], self.queued,
                           self.refuted,
                           float(self._conj_lb(par.lb).max(axis=1).min()))
             if kids is None:
                 continue
             stack.append(kids)
-            queued += len(kids)
-            self.stats["max_queue"] = max(self.stats.get("max_queue", 0), queued)
-            if queued > opt.max_domains:
+            self.queued += len(kids)
+            self.stats["max_queue"] = max(self.stats.get("max_queue", 0), self.queued)
+            if self.queued > opt.max_domains:
                 log.info("relu split: more than %d domains queued", opt.max_domains)
                 return "unknown"
         return "unknown" if self.stuck else "unsat"
