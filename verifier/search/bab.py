@@ -191,7 +191,7 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
         # any conjunction), then each goes on from where it paused, in order
         probe = opt.relu_probe_share * (deadline - t0) if len(searches) > 1 else 0.0
         done: list[str | None] = [None] * len(searches)
-        for pause in ([probe] if probe > 0 else []) + [None]:
+        for pause in ([probe, None] if probe > 0 else [None]):
             for k, search in enumerate(searches):
                 if done[k] is not None:
                     continue
@@ -219,9 +219,12 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
             if status is None:
                 continue
             statuses.append(status)
-            notes.append(status if split == "input" or status == "unsat" else
-                         f"{status} with {share_percent(searches[k].refuted)} of the split tree "
-                         f"of conjunction {groups[k][0]} refuted")
+            if split == "input":
+                notes.append(status)
+                continue
+            label = f"{groups[k][0]}" if len(spec.cases) == 1 else f"{ci}:{groups[k][0]}"
+            share = "all" if status == "unsat" else share_percent(searches[k].refuted)
+            notes.append(f"{label} {share}" + (" (unknown)" if status == "unknown" else ""))
         if "timeout" in statuses:
             break
     seconds = time.monotonic() - t0
@@ -229,8 +232,12 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
         return Result("unsat", method="bab", seconds=seconds, stats=stats,
                       message=f"{split} split refuted every open pair")
     status = "timeout" if "timeout" in statuses or time.monotonic() >= deadline else "unknown"
+    if split == "input":
+        return Result(status, method="bab", seconds=seconds, stats=stats,
+                      message=f"input split: {', '.join(notes)}")
     return Result(status, method="bab", seconds=seconds, stats=stats,
-                  message=f"{split} split: {', '.join(notes)}")
+                  message=f"relu split: {status}; split tree refuted per conjunction: "
+                          f"{', '.join(notes)}")
 
 
 def share_percent(share: float) -> str:
