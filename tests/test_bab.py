@@ -505,16 +505,16 @@ def test_a_paused_relu_split_search_goes_on_where_it_stopped(seed):
 
 
 class _ScriptedSearch:
-    """Stands in for ReluSplitSearch: conjunction 1 has a counterexample, conjunction 0 holds
-    out until the deadline (but pauses when asked)."""
+    """Stands in for ReluSplitSearch: the pair (case, conjunction) ``(0, 1)`` or ``(1, 0)`` has a
+    counterexample, ``(0, 0)`` holds out until the deadline (but pauses when asked)."""
 
     def __init__(self, cb, net, case, ci, group, replay, opt, deadline, stats, method):
-        self.j, self.deadline, self.stack, self.ce = group[0], deadline, None, None
+        self.pair, self.deadline, self.stack, self.ce = (ci, group[0]), deadline, None, None
         self.refuted = 0.0
 
     def run(self, pause_at=None):
         self.stack = []
-        if self.j == 1:
+        if self.pair != (0, 0):
             self.ce = types.SimpleNamespace(x=np.zeros(20), y=np.zeros(3))
             return "sat"
         if pause_at is not None:
@@ -524,19 +524,26 @@ class _ScriptedSearch:
         return "timeout"
 
 
+@pytest.mark.parametrize("cases", [1, 2])
 @pytest.mark.parametrize("probe, expected", [(0.025, "sat"), (0.0, "timeout")])
-def test_every_conjunction_gets_a_first_slice_of_relu_split(monkeypatch, probe, expected):
+def test_every_open_pair_gets_a_first_slice_of_relu_split(monkeypatch, cases, probe, expected):
     monkeypatch.setattr(bab_module, "ReluSplitSearch", _ScriptedSearch)
     net = mlp(0, 20, [4], 3)
     rows = [(np.array([[1.0, -1.0, 0.0]]), np.zeros(1)), (np.array([[0.0, 1.0, -1.0]]),
                                                            np.zeros(1))]
-    spec = spec_of(-np.ones(20), np.ones(20), rows, 3)
-    res = branch_and_bound(net, spec, [(0, 0), (0, 1)], deadline=time.monotonic() + 0.5,
+    box = InputSet(-np.ones(20), np.ones(20))
+    if cases == 1:  # one input box, two conjunctions
+        spec = spec_of(box.lower, box.upper, rows, 3)
+        pairs, label = [(0, 0), (0, 1)], "0"
+    else:  # two input boxes, one conjunction each
+        spec = Spec(tuple(Case(box, (Conjunction(*r),)) for r in rows), 20, 3)
+        pairs, label = [(0, 0), (1, 0)], "0:0"
+    res = branch_and_bound(net, spec, pairs, deadline=time.monotonic() + 0.5,
                            replay=Replay(spec, net=net),
                            options=BabOptions(split="relu", relu_probe_share=probe))
     assert res.status == expected
     if expected == "timeout":
-        assert res.message.endswith("per conjunction: 0 0.0%")  # 1 never ran
+        assert res.message.endswith(f"per conjunction: {label} 0.0%")  # the other never ran
 
 
 @pytest.mark.parametrize("share", [0.0, 0.5, 0.9994, 0.9995, 0.99997, 1 - 4.9e-6, 1 - 1e-12,

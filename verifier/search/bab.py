@@ -8,9 +8,9 @@ Two ways to split a problem into smaller ones whose bounds are tighter:
 * **ReLU split** (``bab_relu``) otherwise: fix an unstable ReLU active (``z >= 0``) or inactive
   (``z <= 0``) in each child; the split constraints enter the bounds by clipping the neuron's
   bounds and through beta-CROWN's Lagrangian terms, optimised with the slopes. One search per
-  open conjunction: each first gets a short slice (``relu_probe_share`` of the time), then each
-  goes on where it paused, in order, so a counterexample in a late conjunction is not stuck
-  behind an early one that holds out.
+  open (case, conjunction) pair: each first gets a short slice (``relu_probe_share`` of the
+  time), then each goes on where it paused, in order, so a counterexample in a late pair is
+  not stuck behind an early one that holds out.
 
 Both bound subproblems in batches with the sound chain bounds of ``bab_crown`` (networks that
 are chains of affine ops and ReLUs, ``bab_chain``); any other network gets ``unknown`` here.
@@ -169,72 +169,62 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     by_case: dict[int, list[int]] = {}
     for ci, j in open_pairs:
         by_case.setdefault(int(ci), []).append(int(j))
-    statuses, notes = [], []
+    searches: list[tuple[int, list[int], object]] = []  # (case index, conjunctions, search)
     for ci in sorted(by_case):
-        case = spec.cases[ci]
-        conj = sorted(set(by_case[ci]))
-        if progress is not None:
-            progress("branch and bound", 0.0)
+        case, conj = spec.cases[ci], sorted(set(by_case[ci]))
         if split == "input":
             # one search for all conjunctions: a box is dropped once each is refuted in it
-            groups = [conj]
+            searches.append((ci, conj, InputSplitSearch(cb, net, case, ci, conj, replay, opt,
+                                                        deadline, stats, method)))
         else:
-            # one search per conjunction (its rows only), sharing the root's bounds
-            groups = [[j] for j in conj]
-        if split == "input":
-            searches = [InputSplitSearch(cb, net, case, ci, conj, replay, opt, deadline, stats,
-                                         method)]
-        else:
-            searches = [ReluSplitSearch(cb, net, case, ci, group, replay, opt, deadline, stats,
-                                        method) for group in groups]
-        # a first pass gives each ReLU-split search a short slice (a counterexample may sit in
-        # any conjunction), then each goes on from where it paused, in order
-        probe = opt.relu_probe_share * (deadline - t0) if len(searches) > 1 else 0.0
-        done: list[str | None] = [None] * len(searches)
-        for pause in ([probe, None] if probe > 0 else [None]):
-            for k, search in enumerate(searches):
-                if done[k] is not None:
-                    continue
-                if pause is None:
-                    status = search.run()
-                else:
-                    status = search.run(pause_at=time.monotonic() + pause)
-                if status == "paused":
-                    continue
-                log.info("branch and bound (%s split) case %d %s: %s", split, ci, groups[k],
-                         status)
-                if status == "sat":
-                    ce = search.ce
-                    return Result("sat", counterexample=(ce.x, ce.y), method="bab",
-                                  seconds=time.monotonic() - t0, stats=stats,
-                                  message=f"{split} split found a counterexample")
-                done[k] = status
-                if status == "timeout":
-                    break
-            if "timeout" in done:
+            # one search per conjunction (its rows only), sharing the case's root bounds
+            searches += [(ci, [j], ReluSplitSearch(cb, net, case, ci, [j], replay, opt,
+                                                   deadline, stats, method)) for j in conj]
+    if progress is not None:
+        progress("branch and bound", 0.0)
+    # ReLU split: a first pass gives each search a short slice (a counterexample may sit in any
+    # conjunction), then each goes on from where it paused, in order
+    probe = opt.relu_probe_share * (deadline - t0) if split == "relu" else 0.0
+    done: list[str | None] = [None] * len(searches)
+    started = [False] * len(searches)
+    for pause in ([probe, None] if probe > 0 and len(searches) > 1 else [None]):
+        for k, (ci, group, search) in enumerate(searches):
+            if done[k] is not None:
+                continue
+            started[k] = True
+            if pause is None:
+                status = search.run()
+            else:
+                status = search.run(pause_at=time.monotonic() + pause)
+            if status == "paused":
+                continue
+            log.info("branch and bound (%s split) case %d %s: %s", split, ci, group, status)
+            if status == "sat":
+                ce = search.ce
+                return Result("sat", counterexample=(ce.x, ce.y), method="bab",
+                              seconds=time.monotonic() - t0, stats=stats,
+                              message=f"{split} split found a counterexample")
+            done[k] = status
+            if status == "timeout":
                 break
-        for k, status in enumerate(done):
-            if status is None and searches[k].stack is not None:
-                status = "timeout"  # paused when another search ran out of time
-            if status is None:
-                continue
-            statuses.append(status)
-            if split == "input":
-                notes.append(status)
-                continue
-            label = f"{groups[k][0]}" if len(spec.cases) == 1 else f"{ci}:{groups[k][0]}"
-            share = "all" if status == "unsat" else share_percent(searches[k].refuted)
-            notes.append(f"{label} {share}" + (" (unknown)" if status == "unknown" else ""))
-        if "timeout" in statuses:
+        if "timeout" in done:
             break
     seconds = time.monotonic() - t0
+    # a search that paused and did not get its turn again ran out of time too
+    ran = [(x, d or "timeout") for x, d, st in zip(searches, done, started) if st]
+    statuses = [s for _, s in ran]
     if all(s == "unsat" for s in statuses):
         return Result("unsat", method="bab", seconds=seconds, stats=stats,
                       message=f"{split} split refuted every open pair")
     status = "timeout" if "timeout" in statuses or time.monotonic() >= deadline else "unknown"
     if split == "input":
         return Result(status, method="bab", seconds=seconds, stats=stats,
-                      message=f"input split: {', '.join(notes)}")
+                      message=f"input split: {', '.join(statuses)}")
+    notes = []
+    for (ci, group, search), s in ran:
+        label = f"{group[0]}" if len(spec.cases) == 1 else f"{ci}:{group[0]}"
+        share = "all" if s == "unsat" else share_percent(search.refuted)
+        notes.append(f"{label} {share}" + (" (unknown)" if s == "unknown" else ""))
     return Result(status, method="bab", seconds=seconds, stats=stats,
                   message=f"relu split: {status}; split tree refuted per conjunction: "
                           f"{', '.join(notes)}")
