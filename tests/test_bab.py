@@ -464,18 +464,24 @@ def test_answers_agree_with_the_exact_milp_minimum(seed, split):
             assert spec.violated_by(x[None], net(x[None]))[0]
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_an_unsat_relu_split_search_refutes_its_whole_tree(seed):
-    # every split halves a domain's share: the refuted leaves of a finished search add up to 1
+def _barely_unsat_search(seed, relu_batch):
+    """A ReLU-split search on a random 6-8-8-3 network whose threshold is 0.02 below the exact
+    (MILP) minimum: unsat, but not at the root."""
     net = mlp(seed, 6, [8, 8], 3, scale=1.5)
     lo, hi = -np.ones(6) * 0.5, np.ones(6) * 0.5
     C = np.random.default_rng(seed).normal(size=(1, 3))
     exact = milp_bounds(net, lo, hi, C, np.zeros(1), options=None)
     d = float(exact.stats["argmin_value"][0, 0]) - 0.02
     spec = spec_of(lo, hi, [(C, np.array([d]))], 3)
-    search = ReluSplitSearch(ChainBounder(as_relu_chain(net)), net, spec.cases[0], 0, [0],
-                             Replay(spec, net=net), BabOptions(relu_batch=4),
-                             time.monotonic() + 30.0, {})
+    return ReluSplitSearch(ChainBounder(as_relu_chain(net)), net, spec.cases[0], 0, [0],
+                           Replay(spec, net=net), BabOptions(relu_batch=relu_batch),
+                           time.monotonic() + 30.0, {})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_unsat_relu_split_search_refutes_its_whole_tree(seed):
+    # every split halves a domain's share: the refuted leaves of a finished search add up to 1
+    search = _barely_unsat_search(seed, 4)
     assert search.run() == "unsat"
     assert search.stats["domains"] > 1  # not refuted at the root
     assert search.refuted == pytest.approx(1.0, abs=1e-12)
@@ -483,18 +489,7 @@ def test_an_unsat_relu_split_search_refutes_its_whole_tree(seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_a_paused_relu_split_search_goes_on_where_it_stopped(seed):
-    net = mlp(seed, 6, [8, 8], 3, scale=1.5)
-    lo, hi = -np.ones(6) * 0.5, np.ones(6) * 0.5
-    C = np.random.default_rng(seed).normal(size=(1, 3))
-    exact = milp_bounds(net, lo, hi, C, np.zeros(1), options=None)
-    spec = spec_of(lo, hi, [(C, np.array([float(exact.stats["argmin_value"][0, 0]) - 0.02]))], 3)
-
-    def search():
-        return ReluSplitSearch(ChainBounder(as_relu_chain(net)), net, spec.cases[0], 0, [0],
-                               Replay(spec, net=net), BabOptions(relu_batch=2),
-                               time.monotonic() + 30.0, {})
-
-    whole, paused = search(), search()
+    whole, paused = _barely_unsat_search(seed, 2), _barely_unsat_search(seed, 2)
     assert whole.run() == "unsat"
     calls, status = 1, paused.run(pause_at=0.0)  # a pause long past: one batch per call
     while status == "paused":
