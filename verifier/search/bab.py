@@ -77,7 +77,8 @@ class BabOptions:
     #: ReLU split with several open conjunctions: first give each search this share of the
     #: time (after its root), then let each go on in order; a counterexample in a later
     #: conjunction is then found early (mnist_fc 256x6 prop_1_0.05: conjunctions 7 and 8 fall
-    #: to the search in 2.3 s, while 0-6 each hold out for minutes). 0: one after another
+    #: to the search in 2.3 s, while 0-6 each hold out for minutes). 0, or no deadline: one
+    #: after another
     relu_probe_share: float = 0.025
     #: ReLU split: "crown" re-bounds the neurons of the layers after the split (IBP, then
     #: CROWN for the unstable ones), "first" does so only after a split in the first ReLU
@@ -184,10 +185,11 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
         progress("branch and bound", 0.0)
     # ReLU split: a first pass gives each search a short slice (a counterexample may sit in any
     # conjunction), then each goes on from where it paused, in order
-    probe = opt.relu_probe_share * (deadline - t0) if split == "relu" else 0.0
+    slices = split == "relu" and len(searches) > 1 and math.isfinite(deadline)
+    probe = opt.relu_probe_share * (deadline - t0) if slices else 0.0
     done: list[str | None] = [None] * len(searches)
     started = [False] * len(searches)
-    for pause in ([probe, None] if probe > 0 and len(searches) > 1 else [None]):
+    for pause in ([probe, None] if probe > 0 else [None]):
         for k, (ci, group, search) in enumerate(searches):
             if done[k] is not None:
                 continue
