@@ -7,6 +7,7 @@ import types
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from scipy.optimize import linprog
 
 from specs import Case, Conjunction, InputSet, Spec
 from verifier.bounds.milp import milp_bounds
@@ -16,6 +17,7 @@ from verifier.search.bab import BabOptions, branch_and_bound, share_percent
 from verifier.search.bab_chain import as_relu_chain
 from verifier.search.bab_crown import ChainBounder, apply_split, optimise
 from verifier.search.bab_forward import ForwardState
+from verifier.search.bab_kernels import _line_max, halfspace_rows
 from verifier.search.bab_input import (InputSplitSearch, _BestFirst, _Stack, _unpack,
                                        mixture_rows)
 from verifier.search.bab_relu import Domains, ReluSplitSearch
@@ -126,6 +128,92 @@ def test_no_sampled_point_lies_outside_the_bounds_of_a_split_domain(seed, forwar
         for i in range(chain.L):
             assert np.all(Z[i] >= lo[i][b]) and np.all(Z[i] <= hi[i][b])
         assert np.all(Z[-1] @ C.T - d >= res.lb[b])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_line_search_of_a_split_multiplier_finds_the_maximum(seed):
+    # f(t) = cst t + sum_j min over [xl_j, xu_j] of (p_j - t q_j) x_j is concave and piecewise
+    # linear: its maximum over t >= 0 is at 0 or at a breakpoint p_j / q_j
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    p, q = rng.normal(size=n), rng.normal(size=n)
+    p[rng.random(n) < 0.2] = 0.0
+    q[rng.random(n) < 0.2] = 0.0
+    xl = rng.normal(size=n)
+    xu = xl + rng.random(n) * (rng.random(n) < 0.9)  # a few zero widths
+    cst = rng.normal() * 3
+
+    def f(t):
+        a = p - t * q
+        return cst * t + np.minimum(a * xl, a * xu).sum()
+
+    t = _line_max(p, q, cst, xl, xu, np.empty(n), np.empty(n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cand = np.concatenate([[0.0], (p / q)[(p * q) > 0]])
+    best = max(f(c) for c in cand)
+    grows = f(cand.max() + 1.0) > f(cand.max()) + 1e-12  # no maximum: the bound grows
+    assert t >= 0.0
+    if grows:
+        assert t > cand.max() and f(t) > best
+    else:
+        assert f(t) >= best - 1e-9 * (1 + abs(best))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_first_layer_split_enters_an_input_bound_exactly(seed):
+    # with one half-space s (W0_k x + b0_k) >= 0 the exact coordinate ascent is the LP optimum
+    # of the row's linear function over the box cut by it
+    rng = np.random.default_rng(seed)
+    n0, n1, T = 6, 5, 8
+    W0, b0 = rng.normal(size=(n1, n0)), rng.normal(size=n1) * 0.3
+    xl, xu = -rng.random((2, n0)), rng.random((2, n0))
+    box = np.arange(T) % 2
+    lam = rng.normal(size=(T, n0))
+    cut = np.array([[1], [3]], dtype=np.int64)
+    sign = np.array([[1.0], [-1.0]])
+    w0 = np.abs(W0) @ np.maximum(np.abs(xl), np.abs(xu)).T + np.abs(b0)[:, None]
+    out, dc, dmag = halfspace_rows(lam, box, xl, xu, cut, sign, W0, b0, w0.T.copy(), 2)
+    got = dc + np.minimum(out * xl[box], out * xu[box]).sum(axis=1)
+    for r in range(T):
+        b = box[r]
+        k, s = cut[b, 0], sign[b, 0]
+        lp = linprog(lam[r], A_ub=-s * W0[k][None, :], b_ub=[s * b0[k]],
+                     bounds=list(zip(xl[b], xu[b])), method="highs")
+        assert lp.status == 0
+        assert got[r] == pytest.approx(lp.fun, abs=1e-9)
+        plain = np.minimum(lam[r] * xl[b], lam[r] * xu[b]).sum()
+        moved = not np.array_equal(out[r], lam[r])
+        assert (dmag[r] >= np.abs(lam[r]) @ np.maximum(np.abs(xl[b]), np.abs(xu[b]))) == moved
+        assert got[r] >= plain - 1e-12
+    assert not np.array_equal(out, lam)  # some half-space did cut
+
+
+def test_first_layer_splits_tighten_the_intermediate_bounds_soundly():
+    # a deep layer's neuron over the box and under its first layer's splits: bounded with the
+    # half-spaces it is tighter than without, and still holds at every sampled point
+    rng = np.random.default_rng(5)
+    net = mlp(5, 6, [12, 12], 2, scale=2.0)
+    chain = as_relu_chain(net)
+    cb = ChainBounder(chain)
+    B = 16
+    xl, xu = -np.ones((B, 6)), np.ones((B, 6))
+    split = {0: np.zeros((B, 12)), 1: np.zeros((B, 12))}
+    for b in range(B):
+        split[0][b, rng.choice(12, size=4, replace=False)] = rng.choice([-1.0, 1.0], size=4)
+    got = {}
+    for on in (False, True):
+        lo, hi = cb.ibp(xl, xu, split=split)
+        if not on:
+            cb.first_layer_cuts = lambda split: None
+        cb.intermediate(xl, xu, lo, hi, split=split)
+        cb.__dict__.pop("first_layer_cuts", None)
+        got[on] = (lo[1], hi[1])
+    assert np.all(got[True][0] >= got[False][0]) and np.all(got[True][1] <= got[False][1])
+    assert (got[True][1] - got[True][0]).sum() < 0.9 * (got[False][1] - got[False][0]).sum()
+    for b in range(B):
+        X, Z = _sample_domain(chain, xl[b], xu[b], {0: split[0][b]}, rng, n=20000)
+        assert X.shape[0] > 0
+        assert np.all(Z[1] >= got[True][0][b]) and np.all(Z[1] <= got[True][1][b])
 
 
 @pytest.mark.parametrize("seed", range(4))

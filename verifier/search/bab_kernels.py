@@ -231,3 +231,155 @@ def fwd_relu(Z, zc, Ez, mag, l, u, up_factor, err_unit):
             E[q, b] = e
             M[q, b] = max(a * mag[q, b], mu * (1.0 + err_unit))
     return A, c, E, M
+
+
+@njit(cache=True)
+def _line_max(p, q, cst, xl, xu, tb, dl):
+    """The ``t >= 0`` maximising the concave piecewise-linear
+    ``f(t) = cst t + sum_j min((p_j - t q_j) xl_j, (p_j - t q_j) xu_j)``: its slope starts at
+    ``cst - sum_j q_j x*_j`` (``x*`` the box minimiser just right of 0) and drops by
+    ``|q_j| (xu_j - xl_j)`` where coefficient j changes sign (``t_j = p_j / q_j > 0``); the
+    maximum is at the first such point where the slope is <= 0. Past the last one with the
+    slope still > 0, f grows without end (the half-space misses the box): ``2 t_last + 1``.
+    tb, dl: scratch arrays of len(p)."""
+    n = p.shape[0]
+    d = cst
+    m = 0
+    for j in range(n):
+        pj = p[j]
+        qj = q[j]
+        if qj == 0.0:
+            continue
+        if pj > 0.0 or (pj == 0.0 and qj < 0.0):
+            d -= qj * xl[j]  # coefficient > 0 just right of 0: x*_j = xl_j
+        else:
+            d -= qj * xu[j]
+        if pj * qj > 0.0:
+            tb[m] = pj / qj
+            dl[m] = abs(qj) * (xu[j] - xl[j])
+            m += 1
+    if d <= 0.0:
+        return 0.0
+    return _weighted_quantile(tb, dl, m, d)
+
+
+@njit(cache=True)
+def _weighted_quantile(tb, dl, m, need):
+    """The smallest ``tb[k]`` (k < m) with ``sum of dl[j] over tb[j] <= tb[k]`` >= ``need``
+    (dl >= 0), or ``2 max(tb) + 1`` when all of dl sums to less (1 when m = 0). Expected O(m):
+    three-way partitions around a median-of-three pivot (tb and dl are reordered in place)."""
+    lo = 0
+    hi = m
+    top = -1.0
+    for k in range(m):
+        top = max(top, tb[k])
+    while hi > lo:
+        a, b, c = tb[lo], tb[(lo + hi) // 2], tb[hi - 1]
+        pivot = max(min(a, b), min(max(a, b), c))
+        # [lo, lt) < pivot, [lt, i) == pivot, (gt, hi) > pivot
+        lt = lo
+        i = lo
+        gt = hi - 1
+        while i <= gt:
+            t = tb[i]
+            if t < pivot:
+                tb[i], tb[lt] = tb[lt], tb[i]
+                dl[i], dl[lt] = dl[lt], dl[i]
+                lt += 1
+                i += 1
+            elif t > pivot:
+                tb[i], tb[gt] = tb[gt], tb[i]
+                dl[i], dl[gt] = dl[gt], dl[i]
+                gt -= 1
+            else:
+                i += 1
+        w_less = 0.0
+        for k in range(lo, lt):
+            w_less += dl[k]
+        if w_less >= need:
+            hi = lt
+            continue
+        w_eq = 0.0
+        for k in range(lt, gt + 1):
+            w_eq += dl[k]
+        if w_less + w_eq >= need:
+            return pivot
+        need -= w_less + w_eq
+        lo = gt + 1
+    return 2.0 * top + 1.0 if m > 0 else 1.0
+
+
+@njit(cache=True)
+def halfspace_rows(lam, box, xl, xu, cut, cut_sign, W0, b0, w0, sweeps):
+    """Lagrange multipliers of the first layer's split half-spaces in the input step of a
+    row-wise backward pass: the row's bound ``lam . x + c`` on a box with the constraints
+    ``s_k (W0_k x + b0_k) >= 0`` is at least, for any ``mu >= 0``,
+
+        min over the box of  (lam - sum_k mu_k s_k W0_k) . x  +  c - sum_k mu_k s_k b0_k,
+
+    concave in mu; ``sweeps`` rounds of exact coordinate ascent (``_line_max``) choose mu.
+
+    lam (T, n0); box (T,); xl, xu (B, n0); cut (B, S) int64 the split neurons of every box
+    (-1: none), cut_sign (B, S) their signs; W0 (n1, n0), b0 (n1,); w0 (B, n1) the magnitudes
+    ``|W0| vmax + |b0|``. Returns the new coefficients (T, n0), each computed afresh from
+    lam as ``lam - sum_k mu_k s_k W0_k``; the constant's change dc (T,); and dmag (T,) =
+    ``|lam| . max(|xl|, |xu|) + sum_k mu_k w0_k``, the magnitude of this step (its rounding
+    error is at most gamma_(S+1) times it; rows whose multipliers are all 0 are returned as
+    they are, with dc = dmag = 0)."""
+    T, n0 = lam.shape
+    S = cut.shape[1]
+    out = lam.copy()
+    dc = np.zeros(T)
+    dmag = np.zeros(T)
+    cur = np.empty(n0)
+    p = np.empty(n0)
+    q = np.empty(n0)
+    tb = np.empty(n0)
+    dl = np.empty(n0)
+    mu = np.zeros(S)
+    for r in range(T):
+        b = box[r]
+        ns = 0
+        while ns < S and cut[b, ns] >= 0:
+            ns += 1
+        if ns == 0:
+            continue
+        for j in range(n0):
+            cur[j] = lam[r, j]
+        for k in range(ns):
+            mu[k] = 0.0
+        for _ in range(sweeps):
+            moved = False
+            for k in range(ns):
+                i = cut[b, k]
+                s = cut_sign[b, k]
+                for j in range(n0):
+                    q[j] = s * W0[i, j]
+                    p[j] = cur[j] + mu[k] * q[j]
+                t = _line_max(p, q, -s * b0[i], xl[b], xu[b], tb, dl)
+                if t != mu[k]:
+                    moved = True
+                mu[k] = t
+                for j in range(n0):
+                    cur[j] = p[j] - t * q[j]
+            if not moved:
+                break
+        c = 0.0
+        m = 0.0
+        used = False
+        for k in range(ns):
+            if mu[k] > 0.0:
+                used = True
+                i = cut[b, k]
+                s = cut_sign[b, k]
+                c -= mu[k] * s * b0[i]
+                m += mu[k] * w0[b, i]
+                for j in range(n0):
+                    out[r, j] -= mu[k] * s * W0[i, j]
+        if not used:
+            continue  # the row as it was: no step, no error
+        for j in range(n0):
+            m += abs(lam[r, j]) * max(abs(xl[b, j]), abs(xu[b, j]))
+        dc[r] = c
+        dmag[r] = m
+    return out, dc, dmag
