@@ -172,7 +172,9 @@ def test_one_first_layer_split_enters_an_input_bound_exactly(seed):
     cut = np.array([[1], [3]], dtype=np.int64)
     sign = np.array([[1.0], [-1.0]])
     w0 = np.abs(W0) @ np.maximum(np.abs(xl), np.abs(xu)).T + np.abs(b0)[:, None]
-    out, dc, dmag = halfspace_rows(lam, box, xl, xu, cut, sign, W0, b0, w0.T.copy(), 2)
+    G, h = sign * W0[cut[:, 0]], sign[:, 0] * b0[cut[:, 0]]
+    gm = w0.T[[0, 1], cut[:, 0]]
+    out, dc, dmag = halfspace_rows(lam, box, xl, xu, G, h, gm, np.array([0, 1, 2]), 2)
     got = dc + np.minimum(out * xl[box], out * xu[box]).sum(axis=1)
     for r in range(T):
         b = box[r]
@@ -204,7 +206,7 @@ def test_first_layer_splits_tighten_the_intermediate_bounds_soundly():
     for on in (False, True):
         lo, hi = cb.ibp(xl, xu, split=split)
         if not on:
-            cb.first_layer_cuts = lambda split: None
+            cb.first_layer_cuts = lambda split, w0: None
         cb.intermediate(xl, xu, lo, hi, split=split)
         cb.__dict__.pop("first_layer_cuts", None)
         got[on] = (lo[1], hi[1])

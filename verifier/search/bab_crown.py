@@ -68,7 +68,7 @@ _EMPTY2 = np.zeros((0, 0))
 #: quotients of two-term sums have relative error below 4u; this factor rounds past it
 _UP = 1.0 + 2.0 ** -50
 
-#: rounds of coordinate ascent of the first layer's split multipliers in intermediate bounds
+#: rounds of coordinate ascent of the split multipliers in intermediate bounds
 HALFSPACE_SWEEPS = 2
 
 #: float32: unit roundoff, and the absolute error of one operation near underflow (the spacing
@@ -315,8 +315,8 @@ class ChainBounder:
         ``|(g W_i - lam) . v| <= gamma32 |g| . (|W_i| vmax) + eta`` is covered by
         ``eps32 * mag`` (``mag`` already holds ``|g| . w_i``) and the underflow terms ``eta``.
 
-        ``cuts``: the first layer's split neurons of every box (``first_layer_cuts``); their
-        half-spaces enter the input step with multipliers chosen per row (``halfspace_rows``)."""
+        ``cuts``: half-spaces of the input that hold on the boxes' domains (``Cuts``); they
+        enter the input step with multipliers chosen per row (``halfspace_rows``)."""
         tiny = np.zeros(lam.shape[0])
         for i in range(j, -1, -1):
             if self.chain.relu[i]:
@@ -336,12 +336,12 @@ class ChainBounder:
             lam = self._product32(g, i, box, xl, xu, lo, hi, w, tiny)
         cut_mag = 0.0  # a float64 step: its error is within eps (not eps32) of it
         if cuts is not None:
-            lam, dc, cut_mag = halfspace_rows(lam, box, xl, xu, cuts[0], cuts[1], self.W[0],
-                                              self.b[0], w[0], HALFSPACE_SWEEPS)
+            lam, dc, cut_mag = halfspace_rows(lam, box, xl, xu, cuts.G, cuts.h, cuts.gm,
+                                              cuts.first(xl.shape[0]), HALFSPACE_SWEEPS)
             c = c + dc
         val, m0 = concretise_rows(lam, box, xl, xu)
-        lb = down((c + val) - self.eps * (mag + m0 + np.abs(c) + cut_mag) - self.eps32 * mag
-                  - tiny)
+        err = self.eps * (mag + m0 + np.abs(c) + cut_mag) + self.eps32 * mag + tiny
+        lb = down((c + val) - err)
         return np.where(np.isnan(lb), -np.inf, lb)
 
     def _product32(self, g, i, box, xl, xu, lo, hi, w, tiny):
@@ -412,11 +412,13 @@ class ChainBounder:
         only the neurons still unstable, each domain its own (rows flattened over the batch);
         ``crown=False`` stops at the cheap bounds. Splits are re-applied. ``slopes``: lower
         slopes per bounded neuron as ``optimise_intermediate`` leaves them (the default slopes
-        where absent). Returns (lo, hi)."""
+        where absent).
+        The first layer's split constraints enter the CROWN rows as half-spaces of the input
+        (``first_layer_cuts``). Returns (lo, hi)."""
         relaxes: dict = {}
-        cuts = self.first_layer_cuts(split)
         w = [None] * self.L
         w[0] = self._vmax(0, xl, xu, lo, hi) @ self.absWT[0] + self.absb[0]
+        cuts = self.first_layer_cuts(split, w[0]) if crown else None
         fs = ForwardState(xl, xu) if forward else None
         for i in range(self.L - 1):
             redo = self.chain.relu[i] and i >= max(start, 1)
@@ -429,13 +431,14 @@ class ChainBounder:
                 li, ui = self.ibp_layer(i, *self.post(i - 1, lo[i - 1], hi[i - 1]))
                 lo[i] = np.maximum(lo[i], li)
                 hi[i] = np.minimum(hi[i], ui)
-            if split is not None and split.get(i) is not None:
-                lo[i], hi[i] = apply_split(lo[i], hi[i], split[i])
+            s_i = split.get(i) if split is not None else None
+            if s_i is not None:
+                lo[i], hi[i] = apply_split(lo[i], hi[i], s_i)
             if redo and crown:
                 self._crown_rows(i, xl, xu, lo, hi, w, relaxes,
                                  None if slopes is None else slopes.get(i), cuts)
-                if split is not None and split.get(i) is not None:
-                    lo[i], hi[i] = apply_split(lo[i], hi[i], split[i])
+                if s_i is not None:
+                    lo[i], hi[i] = apply_split(lo[i], hi[i], s_i)
             if self.chain.relu[i]:
                 relaxes[i] = relax(lo[i], hi[i])
             if fs is not None:
@@ -443,21 +446,21 @@ class ChainBounder:
             w[i + 1] = self._vmax(i + 1, xl, xu, lo, hi) @ self.absWT[i + 1] + self.absb[i + 1]
         return lo, hi
 
-    def first_layer_cuts(self, split):
-        """The split neurons of the first layer per box, for ``descend_rows``: (cut (B, S)
-        int64, -1 padded; sign (B, S)), or None without any (or when layer 0 has no ReLU).
-        Their constraints ``s (W_0 x + b_0) >= 0`` are half-spaces of the input itself."""
+    def first_layer_cuts(self, split, w0) -> "Cuts | None":
+        """The first layer's split constraints ``s (W_0k x + b_0k) >= 0``: half-spaces of the
+        input itself (magnitudes ``w0`` (B, n_0) = ``|W_0| xmax + |b_0|``); None without any
+        (or when layer 0 has no ReLU)."""
         s0 = split.get(0) if split is not None and self.chain.relu[0] else None
         if s0 is None or not s0.any():
             return None
-        S = int(np.count_nonzero(s0, axis=1).max())
-        order = np.argsort(s0 == 0, axis=1, kind="stable")[:, :S]
-        sign = np.take_along_axis(s0, order, axis=1)
-        return np.where(sign != 0, order, -1).astype(np.int64), np.ascontiguousarray(sign)
+        box, k = np.nonzero(s0)
+        sign = s0[box, k]
+        return Cuts(sign[:, None] * self.W[0][k], sign * self.b[0][k], w0[box, k], box)
 
     def _crown_rows(self, i, xl, xu, lo, hi, w, relaxes, slopes=None, cuts=None):
         """CROWN bounds of the unstable neurons of layer i in each domain, intersected in
-        (with the lower slopes ``slopes[k]`` (2 n_i, n_k) of each neuron's two bounds)."""
+        (with the lower slopes ``slopes[k]`` (2 n_i, n_k) of each neuron's two bounds), under
+        the half-spaces ``cuts``."""
         box, nrn = np.nonzero((lo[i] < 0.0) & (hi[i] > 0.0))
         if box.size == 0:
             return
@@ -476,6 +479,22 @@ class ChainBounder:
                                w, relaxes, alpha, cuts)
         lo[i][box, nrn] = np.maximum(lo[i][box, nrn], lb[:T])
         hi[i][box, nrn] = np.minimum(hi[i][box, nrn], -lb[T:])
+
+
+@dataclass
+class Cuts:
+    """Half-spaces ``G_k . x + h_k >= 0`` of the input, each holding on the domain of box
+    ``box[k]`` (sorted): G (R, n0), h (R,), gm (R,) their magnitudes ``|G_k| . xmax +
+    |h_k|``."""
+
+    G: np.ndarray
+    h: np.ndarray
+    gm: np.ndarray
+    box: np.ndarray
+
+    def first(self, B: int) -> np.ndarray:
+        """(B + 1,) where each box's half-spaces start, once sorted by box."""
+        return np.searchsorted(self.box, np.arange(B + 1)).astype(np.int64)
 
 
 def _lower_slope(rx: Relax, alpha, i):

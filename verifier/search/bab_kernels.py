@@ -310,38 +310,63 @@ def _weighted_quantile(tb, dl, m, need):
 
 
 @njit(cache=True)
-def halfspace_rows(lam, box, xl, xu, cut, cut_sign, W0, b0, w0, sweeps):
-    """Lagrange multipliers of the first layer's split half-spaces in the input step of a
-    row-wise backward pass: the row's bound ``lam . x + c`` on a box with the constraints
-    ``s_k (W0_k x + b0_k) >= 0`` is at least, for any ``mu >= 0``,
+def _optimal(cur, q, cst, xl, xu, inside):
+    """Whether ``t`` is already a maximiser of ``f(t) = cst t + sum_j min over [xl_j, xu_j] of
+    (cur_j - (t - t0) q_j) x_j`` at ``t = t0`` (``cur``: the coefficients there) over t >= 0:
+    the slope to the right is <= 0, and, when ``inside`` (t0 > 0), the slope to the left is
+    >= 0. A zero coefficient takes the end its sign takes on that side."""
+    right = cst
+    left = cst
+    for j in range(cur.shape[0]):
+        c = cur[j]
+        qj = q[j]
+        if c > 0.0:
+            v = qj * xl[j]
+            right -= v
+            left -= v
+        elif c < 0.0:
+            v = qj * xu[j]
+            right -= v
+            left -= v
+        else:
+            right -= qj * (xl[j] if qj < 0.0 else xu[j])
+            left -= qj * (xl[j] if qj > 0.0 else xu[j])
+    return right <= 0.0 and (not inside or left >= 0.0)
 
-        min over the box of  (lam - sum_k mu_k s_k W0_k) . x  +  c - sum_k mu_k s_k b0_k,
+
+@njit(cache=True)
+def halfspace_rows(lam, box, xl, xu, G, h, gm, first, sweeps):
+    """Lagrange multipliers of half-spaces ``G_k . x + h_k >= 0`` that hold on a box's domain,
+    in the input step of a row-wise backward pass: the row's bound ``lam . x + c`` there is at
+    least, for any ``mu >= 0``,
+
+        min over the box of  (lam - sum_k mu_k G_k) . x  +  c - sum_k mu_k h_k,
 
     concave in mu; ``sweeps`` rounds of exact coordinate ascent (``_line_max``) choose mu.
 
-    lam (T, n0); box (T,); xl, xu (B, n0); cut (B, S) int64 the split neurons of every box
-    (-1: none), cut_sign (B, S) their signs; W0 (n1, n0), b0 (n1,); w0 (B, n1) the magnitudes
-    ``|W0| vmax + |b0|``. Returns the new coefficients (T, n0), each computed afresh from
-    lam as ``lam - sum_k mu_k s_k W0_k``; the constant's change dc (T,); and dmag (T,) =
-    ``|lam| . max(|xl|, |xu|) + sum_k mu_k w0_k``, the magnitude of this step (its rounding
-    error is at most gamma_(S+1) times it; rows whose multipliers are all 0 are returned as
-    they are, with dc = dmag = 0)."""
+    lam (T, n0); box (T,); xl, xu (B, n0); G (R, n0), h (R,): half-spaces, those of box b at
+    ``first[b]:first[b + 1]`` (first (B + 1,)); gm (R,) their magnitudes ``|G_k| . xmax +
+    |h_k|``. Returns the new coefficients (T, n0), each computed afresh from lam as ``lam -
+    sum_k mu_k G_k``; the constant's change dc (T,); and dmag (T,) = ``|lam| . max(|xl|, |xu|)
+    + sum_k mu_k gm_k``, the magnitude of this step (its rounding error is at most
+    gamma_(S+1) times it; rows whose multipliers are all 0 are returned as they are, with
+    dc = dmag = 0)."""
     T, n0 = lam.shape
-    S = cut.shape[1]
+    S = 0
+    for b in range(first.shape[0] - 1):
+        S = max(S, first[b + 1] - first[b])
     out = lam.copy()
     dc = np.zeros(T)
     dmag = np.zeros(T)
     cur = np.empty(n0)
     p = np.empty(n0)
-    q = np.empty(n0)
     tb = np.empty(n0)
     dl = np.empty(n0)
     mu = np.zeros(S)
     for r in range(T):
         b = box[r]
-        ns = 0
-        while ns < S and cut[b, ns] >= 0:
-            ns += 1
+        k0 = first[b]
+        ns = first[b + 1] - k0
         if ns == 0:
             continue
         for j in range(n0):
@@ -351,17 +376,17 @@ def halfspace_rows(lam, box, xl, xu, cut, cut_sign, W0, b0, w0, sweeps):
         for _ in range(sweeps):
             moved = False
             for k in range(ns):
-                i = cut[b, k]
-                s = cut_sign[b, k]
+                q = G[k0 + k]
+                if _optimal(cur, q, -h[k0 + k], xl[b], xu[b], mu[k] > 0.0):
+                    continue  # most cuts, most of the time: one pass, no breakpoints
                 for j in range(n0):
-                    q[j] = s * W0[i, j]
                     p[j] = cur[j] + mu[k] * q[j]
-                t = _line_max(p, q, -s * b0[i], xl[b], xu[b], tb, dl)
+                t = _line_max(p, q, -h[k0 + k], xl[b], xu[b], tb, dl)
                 if t != mu[k]:
                     moved = True
-                mu[k] = t
-                for j in range(n0):
-                    cur[j] = p[j] - t * q[j]
+                    mu[k] = t
+                    for j in range(n0):
+                        cur[j] = p[j] - t * q[j]
             if not moved:
                 break
         c = 0.0
@@ -370,12 +395,10 @@ def halfspace_rows(lam, box, xl, xu, cut, cut_sign, W0, b0, w0, sweeps):
         for k in range(ns):
             if mu[k] > 0.0:
                 used = True
-                i = cut[b, k]
-                s = cut_sign[b, k]
-                c -= mu[k] * s * b0[i]
-                m += mu[k] * w0[b, i]
+                c -= mu[k] * h[k0 + k]
+                m += mu[k] * gm[k0 + k]
                 for j in range(n0):
-                    out[r, j] -= mu[k] * s * W0[i, j]
+                    out[r, j] -= mu[k] * G[k0 + k, j]
         if not used:
             continue  # the row as it was: no step, no error
         for j in range(n0):
