@@ -28,7 +28,7 @@ on the domain), concave in mu, and maximised per row by exact coordinate ascent
 (``bab_kernels.halfspace_rows``). With one split it is the LP bound of the row over the box cut
 by the half-space. Without it a neuron's bounds in the layers above see only the box: on the
 open domains of mnist_fc 256x4 prop_7_0.05 at 45 s (200 worst, 2-7 first-layer splits) the
-unstable neurons of layers 1 and 3 fall from 56 and 64 to 48 and 51 per domain and 48 of the
+unstable neurons of layers 1 and 3 fall from 56 and 64 to 48 and 51 per domain and 50 of the
 200 are refuted by the next bound (none without).
 
 The gradient of the bound in alpha and beta is the forward evaluation of the chosen lines at the

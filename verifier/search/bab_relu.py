@@ -3,15 +3,15 @@
 A *domain* is the case's box with split constraints on some ReLUs (``z >= 0`` or ``z <= 0``),
 its pre-activation bounds, and the slopes (alpha) and split multipliers (beta) of its last
 bound. The search keeps a stack of open domains. Each round pops a batch, splits every domain on
-one unstable neuron chosen by ``branching`` into two children (the neuron's bounds clipped at 0),
-re-bounds the layers' neurons as ``relu_intermediate`` says (by default, once a domain is a few
-splits deep: IBP, then CROWN for the still unstable ones with the slopes alpha-CROWN found for
-each neuron at the root, with every split applied, intersected with the parent's bounds: a
-child lies inside its parent), then ascends alpha and beta of the
-final bound from the parent's values (``bab_crown.optimise``). A child is dropped when some row
-of each of its open conjunctions has a proven lower bound > 0, or when its bounds are empty
-(``lo > hi``: no input reaches it). The children's bound minimisers x* are evaluated, and points
-whose margin is <= 0 are replayed.
+one unstable neuron chosen by ``branching`` into two children (the neuron's bounds clipped at
+0), re-bounds the layers' neurons as ``relu_intermediate`` says (by default, once a domain is a
+few splits deep: IBP, then CROWN for the still unstable ones with the slopes alpha-CROWN found
+for each neuron at the root, with every split applied and the first layer's splits also as
+half-spaces of the input, intersected with the parent's bounds: a child lies inside its parent),
+then ascends alpha and beta of the final bound from the parent's values
+(``bab_crown.optimise``). A child is dropped when some row of each of its open conjunctions has
+a proven lower bound > 0, or when its bounds are empty (``lo > hi``: no input reaches it). The
+children's bound minimisers x* are evaluated, and points whose margin is <= 0 are replayed.
 
 Domains partition the case's input set (every point satisfies exactly one side of a split), so
 the pair is refuted when no domain is left. A domain with no unstable neuron left whose bound is
