@@ -169,16 +169,14 @@ def test_one_first_layer_split_enters_an_input_bound_exactly(seed):
     xl, xu = -rng.random((2, n0)), rng.random((2, n0))
     box = np.arange(T) % 2
     lam = rng.normal(size=(T, n0))
-    cut = np.array([[1], [3]], dtype=np.int64)
-    sign = np.array([[1.0], [-1.0]])
-    w0 = np.abs(W0) @ np.maximum(np.abs(xl), np.abs(xu)).T + np.abs(b0)[:, None]
-    G, h = sign * W0[cut[:, 0]], sign[:, 0] * b0[cut[:, 0]]
-    gm = w0.T[[0, 1], cut[:, 0]]
+    cut, sign = np.array([1, 3]), np.array([1.0, -1.0])  # box b: sign[b] z0[cut[b]] >= 0
+    G, h = sign[:, None] * W0[cut], sign * b0[cut]
+    gm = (np.abs(G) * np.maximum(np.abs(xl), np.abs(xu))).sum(axis=1) + np.abs(h)
     out, dc, dmag = halfspace_rows(lam, box, xl, xu, G, h, gm, np.array([0, 1, 2]), 2)
     got = dc + np.minimum(out * xl[box], out * xu[box]).sum(axis=1)
     for r in range(T):
         b = box[r]
-        k, s = cut[b, 0], sign[b, 0]
+        k, s = cut[b], sign[b]
         lp = linprog(lam[r], A_ub=-s * W0[k][None, :], b_ub=[s * b0[k]],
                      bounds=list(zip(xl[b], xu[b])), method="highs")
         assert lp.status == 0
@@ -199,7 +197,7 @@ def test_first_layer_splits_tighten_the_intermediate_bounds_soundly():
     cb = ChainBounder(chain)
     B = 16
     xl, xu = -np.ones((B, 6)), np.ones((B, 6))
-    split = {0: np.zeros((B, 12)), 1: np.zeros((B, 12))}
+    split = {0: np.zeros((B, 12))}
     for b in range(B):
         split[0][b, rng.choice(12, size=4, replace=False)] = rng.choice([-1.0, 1.0], size=4)
     got = {}

@@ -413,6 +413,7 @@ class ChainBounder:
         ``crown=False`` stops at the cheap bounds. Splits are re-applied. ``slopes``: lower
         slopes per bounded neuron as ``optimise_intermediate`` leaves them (the default slopes
         where absent).
+
         The first layer's split constraints enter the CROWN rows as half-spaces of the input
         (``first_layer_cuts``). Returns (lo, hi)."""
         relaxes: dict = {}
