@@ -2,6 +2,7 @@
 for each kind of bad input (truncated ONNX, unknown op, undeclared variable, unbalanced
 parentheses, a model and property that do not fit)."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -142,6 +143,26 @@ def test_bad_options_are_bad_input(capsys):
     assert code == 2 and "invalid choice" in err
     code, _, _ = run_main(["bounds", MODEL, ROBUST, "--method", "ibp", "--repeat", "0"], capsys)
     assert code == 2
+    code, _, err = run_main(["verify", MODEL, ROBUST, "--processes", "0"], capsys)
+    assert code == 2 and "positive integer" in err
+
+
+@pytest.mark.parametrize("argv, expected", [([], len(os.sched_getaffinity(0))),
+                                            (["--processes", "3"], 3)])
+def test_verify_gives_branch_and_bound_the_cores_or_the_processes_asked(capsys, monkeypatch,
+                                                                         argv, expected):
+    import importlib
+
+    verify_module = importlib.import_module("verifier.verify")  # verifier.verify: the function
+    seen = []
+    real = verify_module.verify
+
+    def spy(*args, options=None, **kw):
+        seen.append(options.bab_options.processes)
+        return real(*args, options=options, **kw)
+    monkeypatch.setattr(verify_module, "verify", spy)
+    code, out, _ = run_main(["verify", MODEL, ROBUST] + argv, capsys)
+    assert code == 0 and out.startswith("unsat") and seen == [expected]
 
 
 def test_an_unexpected_failure_is_answered_error_with_exit_status_one(tmp_path, capsys,

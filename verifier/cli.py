@@ -1,6 +1,7 @@
 """The ``verifier`` command.
 
     verifier verify MODEL.onnx PROP.vnnlib [--timeout S] [--results FILE] [--method M]
+                    [--threads N] [--processes N]
     verifier check  MODEL.onnx [PROP.vnnlib] [--samples N]
     verifier bounds MODEL.onnx PROP.vnnlib --method M [--json] [--repeat N]
     verifier run    BENCH_DIR [--timeout-scale F] [--workers N] [--results FILE] [--method M]
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -105,7 +107,8 @@ def _describe(result) -> str:
 def cmd_verify(args) -> int:
     from .errors import INPUT_ERRORS  # noqa: PLC0415
     from .result import Result  # noqa: PLC0415
-    from .verify import verify  # noqa: PLC0415
+    from .search.bab import BabOptions  # noqa: PLC0415
+    from .verify import VerifyOptions, verify  # noqa: PLC0415
 
     t0 = time.monotonic()
     if args.threads > 0:
@@ -117,8 +120,9 @@ def cmd_verify(args) -> int:
         # loading counts against the timeout, as in the competition
         timeout = max(0.0, args.timeout - (time.monotonic() - t0))
         bar = Bar()
+        options = VerifyOptions(bab_options=BabOptions(processes=args.processes or _cores()))
         result = verify(net, spec, timeout=timeout, method=args.method, onnx_path=args.model,
-                        progress=lambda stage, f: bar.show(f, stage))
+                        options=options, progress=lambda stage, f: bar.show(f, stage))
         bar.close()
     except (*INPUT_ERRORS, OSError) as exc:
         _write_results_file(args.results, Result("error", message=str(exc)))
@@ -231,6 +235,14 @@ def cmd_run(args) -> int:
 # --------------------------------------------------------------------------------------------
 # the parser and main
 # --------------------------------------------------------------------------------------------
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on every platform
+        return max(1, os.cpu_count() or 1)
+
+
 def _positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
@@ -259,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BLAS threads (default 1: the products are small, and a second thread "
                         "made ACAS Xu 4_2 property 2 time out at 116 s instead of 20 s on a busy "
                         "2-core machine; 0 keeps the BLAS library's own choice)")
+    v.add_argument("--processes", type=_positive_int, default=None,
+                   help="processes for branch and bound's ReLU-split searches when several "
+                        "conjunctions are open (default: the usable CPU cores)")
     v.set_defaults(func=cmd_verify)
 
     c = sub.add_parser("check", help="import a model, list its ops, compare with onnxruntime")

@@ -10,7 +10,8 @@ Two ways to split a problem into smaller ones whose bounds are tighter:
   bounds and through beta-CROWN's Lagrangian terms, optimised with the slopes. One search per
   open (case, conjunction) pair: each first gets a short slice (``relu_probe_share`` of the
   time), then each goes on where it paused, in order, so a counterexample in a late pair is
-  not stuck behind an early one that holds out.
+  not stuck behind an early one that holds out. With ``processes`` > 1 the searches run in
+  that order on forked workers (``bab_parallel``).
 
 Both bound subproblems in batches with the sound chain bounds of ``bab_crown`` (networks that
 are chains of affine ops and ReLUs, ``bab_chain``); any other network gets ``unknown`` here.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing as mp
 import time
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from ..result import Result
 from .bab_chain import as_relu_chain
 from .bab_crown import ChainBounder
 from .bab_input import InputSplitSearch
+from .bab_parallel import run_parallel
 from .bab_relu import ReluSplitSearch
 
 log = logging.getLogger(__name__)
@@ -123,6 +126,9 @@ class BabOptions:
     tree_attack_steps: int = 20
     #: most candidate points replayed per check
     max_replay: int = 16
+    #: processes for the ReLU-split searches when several (case, conjunction) pairs are open
+    #: (``bab_parallel``: forked workers, each takes the next search); 1 runs them in this one
+    processes: int = 1
     #: give up (``unknown``) when more subproblems than this are queued (memory)
     max_domains: int = 2_000_000
     #: seed of the in-tree attacks
@@ -137,6 +143,8 @@ class BabOptions:
             raise ValueError(f"unknown relu_intermediate {self.relu_intermediate!r}")
         if self.branching not in ("babsr", "fsb"):
             raise ValueError(f"unknown branching {self.branching!r}")
+        if self.processes < 1:
+            raise ValueError(f"processes must be at least 1, not {self.processes}")
 
 
 def split_kind(n_inputs: int, options: BabOptions | None = None) -> str:
@@ -189,7 +197,24 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     probe = opt.relu_probe_share * (deadline - t0) if slices else 0.0
     done: list[str | None] = [None] * len(searches)
     started = [False] * len(searches)
-    for pause in ([probe, None] if probe > 0 else [None]):
+    # a daemonic process (a worker of some pool) may not fork children: it runs them in turn
+    parallel = (split == "relu" and len(searches) > 1 and opt.processes > 1
+                and not mp.current_process().daemon)
+    if parallel:
+        for _, _, search in searches:  # made once per case, before the fork
+            ReluSplitSearch.root_bounds(cb, search.case, opt, search.optimised, deadline)
+        out = run_parallel([x for _, _, x in searches], min(opt.processes, len(searches)),
+                           probe, deadline, replay, stats)
+        if out.ce is not None:
+            return Result("sat", counterexample=(out.ce.x, out.ce.y), method="bab",
+                          seconds=time.monotonic() - t0, stats=stats,
+                          message=f"{split} split found a counterexample")
+        for k, (_, _, search) in enumerate(searches):
+            started[k] = True
+            search.refuted = out.refuted.get(k, search.refuted)
+            # a search without a report: its worker died (unknown) or the time ran out
+            done[k] = out.status.get(k, "unknown" if out.lost else "timeout")
+    for pause in ([] if parallel else [probe, None] if probe > 0 else [None]):
         for k, (ci, group, search) in enumerate(searches):
             if done[k] is not None:
                 continue
