@@ -165,6 +165,20 @@ def test_verify_gives_branch_and_bound_the_cores_or_the_processes_asked(capsys, 
     assert code == 0 and out.startswith("unsat") and seen == [expected]
 
 
+def test_ctrl_c_in_verify_exits_130_with_one_line_and_an_unknown_results_file(
+        tmp_path, capsys, monkeypatch):
+    import importlib
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(importlib.import_module("verifier.verify"), "verify", interrupted)
+    res = tmp_path / "out.txt"
+    code, out, err = run_main(["verify", MODEL, ROBUST, "--results", str(res)], capsys)
+    assert code == 130 and out == ""
+    assert err.strip() == "verifier: interrupted"  # no traceback
+    assert res.read_text().split() == ["unknown"]
+
+
 def test_an_unexpected_failure_is_answered_error_with_exit_status_one(tmp_path, capsys,
                                                                        monkeypatch):
     import importlib

@@ -12,7 +12,8 @@ pipeline itself reported one) and for every other command that completed; 2 for 
 a bad option): one line ``verifier: error: ...`` on stderr, no traceback, and ``error`` in the
 results file when one was asked for; 1 when something unexpected escaped (a bug): the answer
 ``error`` with its message is printed and written to the results file, the traceback is logged
-on stderr. Only this module prints; the library logs (``-v`` shows its INFO messages).
+on stderr; 130 on Ctrl-C: one line on stderr, and ``unknown`` in the results file of
+``verify``. Only this module prints; the library logs (``-v`` shows its INFO messages).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT = 0, 1, 2
+#: Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("verifier.cli")
 
@@ -226,7 +229,7 @@ def cmd_run(args) -> int:
         bar.close()
         print(f"interrupted; finished rows are in {results} (run again to resume)",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     bar.close()
     print(format_summary(summarize(rows, read_ground_truth(bench)), bench.name))
     return EXIT_OK
@@ -339,6 +342,13 @@ def main(argv=None) -> int:
         return _bad_input(exc)
     except OSError as exc:  # a missing or unwritable file named on the command line
         return _bad_input(exc)
+    except KeyboardInterrupt:  # Ctrl-C: no answer was reached (never a traceback)
+        print("verifier: interrupted", file=sys.stderr)
+        if getattr(args, "results", None) and args.command == "verify":
+            from .result import Result  # noqa: PLC0415
+
+            _write_results_file(args.results, Result("unknown", message="interrupted"))
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: answer error (never anything else), keep the traceback
         log.exception("unexpected failure")
         from .result import Result  # noqa: PLC0415

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -103,6 +104,7 @@ def run_parallel(searches: list, processes: int, probe: float, deadline: float, 
 
 def _worker(w: int, searches: list, counter, reports, probe: float, deadline: float) -> None:
     """Take searches from ``counter`` and run them (module docstring); report to ``reports``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
     stats = searches[0].stats
     try:
         _fresh_runner(searches[0].replay)
