@@ -1,7 +1,7 @@
 """Run the shared VNN-COMP benchmarks through ``verifier run`` and tabulate the answers.
 
     python benchmarks/vnncomp.py [--bench acasxu mnist_fc test] [--timeout-scale F | --timeout S]
-                                 [--workers N] [--out DIR] [--fresh]
+                                 [--workers N] [--processes N] [--out DIR] [--fresh]
 
 For each benchmark under ``../shared/data/vnncomp`` (or ``$VERIFIER_SHARED_DATA/vnncomp``) it
 runs every instance (resuming ``DIR/<bench>.csv`` unless ``--fresh``), compares with
@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout-scale", type=float, default=1.0)
     p.add_argument("--timeout", type=float, help="seconds per instance instead of the file's")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--processes", type=int, default=1,
+                   help="processes per instance for branch and bound's ReLU-split searches")
     p.add_argument("--method", default="auto")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--fresh", action="store_true", help="discard earlier results first")
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
         if args.fresh and csv_path.exists():
             csv_path.unlink()
         opt = RunOptions(timeout_scale=args.timeout_scale, timeout=args.timeout,
-                         workers=args.workers, method=args.method)
+                         workers=args.workers, processes=args.processes, method=args.method)
         t0 = time.monotonic()
         rows = run_benchmark(folder, csv_path, opt,
                              progress=lambda d, t, r: print(f"\r{bench}: {d}/{t}", end="",
@@ -88,7 +90,8 @@ def main(argv=None) -> int:
         records[r["benchmark"]] = {
             "when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
             "cpus": os.cpu_count(), "load_average_after": os.getloadavg(),
-            "workers": args.workers, "timeout_per_instance": args.timeout,
+            "workers": args.workers, "processes": args.processes,
+            "timeout_per_instance": args.timeout,
             "timeout_scale": args.timeout_scale, "method": args.method, **r}
     path.write_text(json.dumps({"benchmarks": records}, indent=2) + "\n")
     return 1 if any(r["wrong"] for r in table) else 0

@@ -32,7 +32,7 @@ def fake_solver(log_path, delay=0.0, phase="run", hang_from=None, runner=None):
 
     With ``hang_from``, instances of that index and later do not finish while the worker's
     parent is ``runner`` (so a test can kill a run at a known point, whatever the load)."""
-    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None):
+    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None, processes=1):
         time.sleep(delay)
         i = int(Path(vnnlib).stem.split("_")[1])
         if hang_from is not None and i >= hang_from:
@@ -57,6 +57,22 @@ def test_every_instance_gets_exactly_one_row(tmp_path, monkeypatch):
     assert [r.key for r in read_results(out)] == [r.key for r in rows]
     assert seen[0] == (0, 7) and seen[-1] == (7, 7)
     assert out.read_text().splitlines()[0] == ",".join(run.RESULT_FIELDS)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_each_instance_gets_the_processes_asked_in_a_worker_that_may_fork(tmp_path, monkeypatch,
+                                                                          processes):
+    bench = make_bench(tmp_path, 2)
+    seen = tmp_path / "seen.txt"
+
+    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None, processes=1):
+        with open(seen, "a") as f:  # a daemonic worker could not fork branch and bound's
+            f.write(f"{processes} {mp.current_process().daemon}\n")
+        return {"result": "unknown", "seconds": 0.0, "method": "", "message": ""}
+    monkeypatch.setattr(run, "solve_instance", solve)
+    run_benchmark(bench, tmp_path / "results.csv",
+                  RunOptions(start_method="fork", processes=processes))
+    assert seen.read_text().splitlines() == [f"{processes} {processes == 1}"] * 2
 
 
 def test_a_second_run_redoes_nothing(tmp_path, monkeypatch):
@@ -119,7 +135,7 @@ def test_a_torn_last_line_is_dropped(tmp_path):
 def test_a_crashing_worker_is_an_error_row_and_the_run_goes_on(tmp_path, monkeypatch):
     bench = make_bench(tmp_path, 3)
 
-    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None):
+    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None, processes=1):
         if "prop_1" in vnnlib:
             os.kill(os.getpid(), signal.SIGKILL)  # as the kernel does when memory runs out
         if "prop_2" in vnnlib:
@@ -139,7 +155,7 @@ def test_a_crashing_worker_is_an_error_row_and_the_run_goes_on(tmp_path, monkeyp
 def test_a_hanging_worker_is_killed_at_timeout_plus_grace(tmp_path, monkeypatch):
     bench = make_bench(tmp_path, 2, timeout=0.3)
 
-    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None):
+    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None, processes=1):
         if "prop_0" in vnnlib:
             time.sleep(600)
         return {"result": "unknown", "seconds": 0.0, "method": "", "message": ""}
@@ -160,7 +176,7 @@ def test_workers_use_one_blas_thread_however_many_cores(tmp_path, monkeypatch):
         pytest.skip("numpy is not linked against OpenBLAS here")
     bench = make_bench(tmp_path, 1)
 
-    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None):
+    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None, processes=1):
         return {"result": "unknown", "seconds": 0.0, "method": "",
                 "message": str(run.blas_threads())}
 

@@ -4,7 +4,8 @@
                     [--threads N] [--processes N]
     verifier check  MODEL.onnx [PROP.vnnlib] [--samples N]
     verifier bounds MODEL.onnx PROP.vnnlib --method M [--json] [--repeat N]
-    verifier run    BENCH_DIR [--timeout-scale F] [--workers N] [--results FILE] [--method M]
+    verifier run    BENCH_DIR [--timeout-scale F] [--workers N] [--processes N] [--results FILE]
+                    [--method M]
 
 Exit status: 0 for any answer of ``verify`` (sat, unsat, unknown, timeout, and error when the
 pipeline itself reported one) and for every other command that completed; 2 for bad input
@@ -206,7 +207,7 @@ def cmd_run(args) -> int:
         raise FileNotFoundError(f"{bench}/instances.csv not found")
     results = Path(args.results) if args.results else Path(f"results_{bench.resolve().name}.csv")
     opt = RunOptions(timeout_scale=args.timeout_scale, timeout=args.timeout,
-                     workers=args.workers, method=args.method,
+                     workers=args.workers, processes=args.processes, method=args.method,
                      grace=args.grace, limit=args.limit,
                      memory_limit=int(args.memory_limit * 2**30) if args.memory_limit else None,
                      ray=args.ray)
@@ -304,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float,
                    help="give every instance this many seconds instead of its own")
     r.add_argument("--workers", type=_positive_int, default=1, help="parallel worker processes")
+    r.add_argument("--processes", type=_positive_int, default=1,
+                   help="processes per instance for branch and bound's ReLU-split searches "
+                        "(default 1: the workers fill the cores)")
     r.add_argument("--results", help="results CSV (default results_<bench>.csv); resumed "
                    "when it exists")
     r.add_argument("--method", default="auto", choices=METHODS)

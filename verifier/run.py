@@ -180,22 +180,25 @@ class ResultsWriter:
 # one instance, in a worker process
 # --------------------------------------------------------------------------------------------
 def solve_instance(onnx_path, vnnlib_path, timeout: float, method: str = "auto",
-                   ce_path=None) -> dict:
+                   ce_path=None, processes: int = 1) -> dict:
     """Load, verify and (for ``sat``) write the counterexample file; returns a small dict
     ``{result, seconds, method, message}``. Bad input (``VerifierError``, ``SpecError``) is
-    the answer ``error`` with its message; the time counts loading."""
+    the answer ``error`` with its message; the time counts loading. ``processes``: branch and
+    bound's ReLU-split searches on that many processes (``BabOptions.processes``)."""
     from specs import read_vnnlib  # noqa: PLC0415 (imported in the worker, lazily)
 
     from . import load_onnx  # noqa: PLC0415
     from .errors import INPUT_ERRORS  # noqa: PLC0415
-    from .verify import verify  # noqa: PLC0415
+    from .search.bab import BabOptions  # noqa: PLC0415
+    from .verify import VerifyOptions, verify  # noqa: PLC0415
 
     t0 = time.monotonic()
     try:
         net = load_onnx(onnx_path)
         spec = read_vnnlib(vnnlib_path, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
         left = max(0.0, timeout - (time.monotonic() - t0))
-        res = verify(net, spec, timeout=left, method=method, onnx_path=onnx_path)
+        res = verify(net, spec, timeout=left, method=method, onnx_path=onnx_path,
+                     options=VerifyOptions(bab_options=BabOptions(processes=processes)))
     except INPUT_ERRORS as exc:
         return {"result": "error", "seconds": time.monotonic() - t0, "method": "",
                 "message": f"bad input: {exc}"}
@@ -315,6 +318,10 @@ class RunOptions:
     workers: int = 1
     #: verification method passed to ``verify``
     method: str = "auto"
+    #: processes per instance for branch and bound's ReLU-split searches (``BabOptions``); with
+    #: more than 1 the workers are not daemonic (a daemonic process may not fork), and a worker
+    #: killed past its time leaves its searches to stop at their own deadline
+    processes: int = 1
     #: seconds past the timeout before a worker is killed: ``grace + grace_share * timeout``
     grace: float = 10.0
     grace_share: float = 0.1
@@ -347,7 +354,7 @@ class _Worker:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_serve,
                                 args=(child, os.getpid(), opt.memory_limit, opt.blas_threads),
-                                daemon=True)
+                                daemon=opt.processes <= 1)
         self.proc.start()
         child.close()
         self.tasks = 0
@@ -458,7 +465,8 @@ def _assign(w: _Worker, inst: Instance, bench: Path, opt: RunOptions, ce_dir: Pa
     if ce_path.exists():
         ce_path.unlink()
     ce_dir.mkdir(parents=True, exist_ok=True)
-    args = (str(bench / inst.onnx), str(bench / inst.vnnlib), timeout, opt.method, str(ce_path))
+    args = (str(bench / inst.onnx), str(bench / inst.vnnlib), timeout, opt.method, str(ce_path),
+            opt.processes)
     w.assign(inst, args, timeout + opt.grace + opt.grace_share * timeout)
 
 
