@@ -198,44 +198,15 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     done: list[str | None] = [None] * len(searches)
     started = [False] * len(searches)
     # a daemonic process (a worker of some pool) may not fork children: it runs them in turn
-    parallel = (split == "relu" and len(searches) > 1 and opt.processes > 1
-                and not mp.current_process().daemon)
-    if parallel:
-        for _, _, search in searches:  # made once per case, before the fork
-            ReluSplitSearch.root_bounds(cb, search.case, opt, search.optimised, deadline)
-        out = run_parallel([x for _, _, x in searches], min(opt.processes, len(searches)),
-                           probe, deadline, replay, stats)
-        if out.ce is not None:
-            return Result("sat", counterexample=(out.ce.x, out.ce.y), method="bab",
-                          seconds=time.monotonic() - t0, stats=stats,
-                          message=f"{split} split found a counterexample")
-        for k, (_, _, search) in enumerate(searches):
-            started[k] = True
-            search.refuted = out.refuted.get(k, search.refuted)
-            # a search without a report: its worker died (unknown) or the time ran out
-            done[k] = out.status.get(k, "unknown" if out.lost else "timeout")
-    for pause in ([] if parallel else [probe, None] if probe > 0 else [None]):
-        for k, (ci, group, search) in enumerate(searches):
-            if done[k] is not None:
-                continue
-            started[k] = True
-            if pause is None:
-                status = search.run()
-            else:
-                status = search.run(pause_at=time.monotonic() + pause)
-            if status == "paused":
-                continue
-            log.info("branch and bound (%s split) case %d %s: %s", split, ci, group, status)
-            if status == "sat":
-                ce = search.ce
-                return Result("sat", counterexample=(ce.x, ce.y), method="bab",
-                              seconds=time.monotonic() - t0, stats=stats,
-                              message=f"{split} split found a counterexample")
-            done[k] = status
-            if status == "timeout":
-                break
-        if "timeout" in done:
-            break
+    if (split == "relu" and len(searches) > 1 and opt.processes > 1
+            and not mp.current_process().daemon):
+        ce = _in_parallel(cb, searches, opt, probe, deadline, replay, stats, done, started)
+    else:
+        ce = _in_turn(searches, probe, done, started, split)
+    if ce is not None:
+        return Result("sat", counterexample=(ce.x, ce.y), method="bab",
+                      seconds=time.monotonic() - t0, stats=stats,
+                      message=f"{split} split found a counterexample")
     seconds = time.monotonic() - t0
     # a search that paused and did not get its turn again ran out of time too
     ran = [(x, d or "timeout") for x, d, st in zip(searches, done, started) if st]
@@ -255,6 +226,47 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     return Result(status, method="bab", seconds=seconds, stats=stats,
                   message=f"relu split: {status}; split tree refuted per conjunction: "
                           f"{', '.join(notes)}")
+
+
+def _in_turn(searches, probe: float, done: list, started: list, split: str):
+    """Run the searches in this process: with ``probe`` > 0 each first gets a slice of that
+    many seconds, then each goes on from where it paused, in order. Fills ``done`` (status) and
+    ``started``; returns the confirmed counterexample of a search that found one, else None."""
+    for pause in ([probe, None] if probe > 0 else [None]):
+        for k, (ci, group, search) in enumerate(searches):
+            if done[k] is not None:
+                continue
+            started[k] = True
+            if pause is None:
+                status = search.run()
+            else:
+                status = search.run(pause_at=time.monotonic() + pause)
+            if status == "paused":
+                continue
+            log.info("branch and bound (%s split) case %d %s: %s", split, ci, group, status)
+            if status == "sat":
+                return search.ce
+            done[k] = status
+            if status == "timeout":
+                return None  # the deadline passed: no other search gets a turn
+    return None
+
+
+def _in_parallel(cb, searches, opt, probe: float, deadline: float, replay, stats: dict,
+                 done: list, started: list):
+    """The ReLU-split searches on ``opt.processes`` forked workers (``bab_parallel``), after
+    their cases' root bounds are made here; fills ``done``, ``started`` and each search's
+    ``refuted`` from the reports, and returns the confirmed counterexample or None."""
+    for _, _, search in searches:  # made once per case, before the fork
+        ReluSplitSearch.root_bounds(cb, search.case, opt, search.optimised, deadline)
+    out = run_parallel([x for _, _, x in searches], min(opt.processes, len(searches)), probe,
+                       deadline, replay, stats)
+    for k, (_, _, search) in enumerate(searches):
+        started[k] = True
+        search.refuted = out.refuted.get(k, search.refuted)
+        # a search without a report: its worker died (unknown) or the time ran out
+        done[k] = out.status.get(k, "unknown" if out.lost else "timeout")
+    return out.ce
 
 
 def share_percent(share: float) -> str:
