@@ -169,6 +169,38 @@ def test_a_hanging_worker_is_killed_at_timeout_plus_grace(tmp_path, monkeypatch)
     assert rows["vnnlib/prop_1.vnnlib"].result == "unknown"
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_worker_killed_past_its_time_takes_the_processes_it_forked_along(tmp_path, monkeypatch):
+    # branch and bound with --processes forks searches; they must not outlive the killed worker
+    bench = make_bench(tmp_path, 1, timeout=0.3)
+    pid_file = tmp_path / "child.pid"
+
+    def solve(onnx, vnnlib, timeout, method="auto", ce_path=None, processes=1):
+        child = mp.get_context("fork").Process(target=time.sleep, args=(600,))
+        child.start()
+        pid_file.write_text(str(child.pid))
+        time.sleep(600)
+
+    monkeypatch.setattr(run, "solve_instance", solve)
+    opt = RunOptions(grace=0.5, start_method="fork", processes=2)
+    rows = run_benchmark(bench, tmp_path / "r.csv", opt)
+    assert [r.result for r in rows] == ["timeout"]
+    pid = int(pid_file.read_text())
+    end = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not _running(pid)
+
+
 def test_workers_use_one_blas_thread_however_many_cores(tmp_path, monkeypatch):
     # small products with competing BLAS threads made an ACAS Xu instance 6x slower in a
     # worker than alone; a worker used cpu_count // workers threads

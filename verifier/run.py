@@ -9,7 +9,7 @@ forked from a clean "forkserver" process that has imported the verifier but run 
 the caller itself is unsafe once it has used OpenMP threads, e.g. Numba's parallel kernels).
 A crash, a kill for memory or a hang costs one instance only: a worker that dies without
 answering is recorded as ``error``, one still running at ``timeout + grace`` seconds is killed
-and recorded as ``timeout``; a new worker takes over the rest. Results are appended to a CSV
+(with the processes it forked) and recorded as ``timeout``; a new worker takes over the rest. Results are appended to a CSV
 file one complete row at a time (flushed and synced), so a run interrupted by Ctrl-C or a crash
 leaves a valid file, and a restart skips every instance already recorded (a torn last line is
 dropped first).
@@ -274,11 +274,13 @@ def _runner_alive(pid: int) -> bool:
 
 
 def _serve(conn, runner_pid: int, memory_limit: int | None, blas_threads: int | None) -> None:
-    """Body of a worker process: ignore Ctrl-C (the parent ends workers), optionally cap the
+    """Body of a worker process: ignore Ctrl-C (the parent ends workers), lead a process group
+    of its own (so that ``_kill`` also ends the processes it forks), optionally cap the
     address space and the BLAS threads, then solve the instances the parent sends (argument
     tuples for ``solve_instance``; None ends the loop) and send back each answer (or the
     exception's message). An idle worker whose runner (``runner_pid``) has died exits."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setpgid(0, 0)  # a group of its own, with the processes branch and bound forks: _kill
     if blas_threads:
         limit_blas_threads(blas_threads)
     if memory_limit:
@@ -319,8 +321,8 @@ class RunOptions:
     #: verification method passed to ``verify``
     method: str = "auto"
     #: processes per instance for branch and bound's ReLU-split searches (``BabOptions``); with
-    #: more than 1 the workers are not daemonic (a daemonic process may not fork), and a worker
-    #: killed past its time leaves its searches to stop at their own deadline
+    #: more than 1 the workers are not daemonic (a daemonic process may not fork); a worker
+    #: killed past its time is killed with the processes it forked (``_kill``)
     processes: int = 1
     #: seconds past the timeout before a worker is killed: ``grace + grace_share * timeout``
     grace: float = 10.0
@@ -369,15 +371,15 @@ class _Worker:
 
     def stop(self, kill: bool = False) -> None:
         if kill and self.proc.is_alive():
-            self.proc.kill()
+            _kill(self.proc)
         elif self.proc.is_alive():
             try:
                 self.conn.send(None)
             except OSError:
-                self.proc.kill()
+                _kill(self.proc)
         self.proc.join(5)
         if self.proc.is_alive():
-            self.proc.kill()
+            _kill(self.proc)
             self.proc.join()
         self.conn.close()
 
@@ -422,6 +424,18 @@ def run_benchmark(bench_dir, results_path, options: RunOptions | None = None,
         rows.close()  # Ctrl-C or an error here: the executor ends its workers, records nothing
         writer.close()
     return done_rows
+
+
+def _kill(proc) -> None:
+    """SIGKILL a worker and every process of its group: the branch-and-bound processes it forked
+    (``_serve`` makes the worker a group leader), which would otherwise run on to their own
+    deadline beside the next instance. A worker killed before it formed its group has no
+    children yet: then the kill of the worker alone is enough."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.kill()
 
 
 def _local_rows(queue: list[Instance], bench: Path, opt: RunOptions, ce_dir: Path):
@@ -504,7 +518,7 @@ def _collect(w: _Worker, now: float, opt: RunOptions) -> Row | None:
         w.inst = None
         return Row(inst.onnx, inst.vnnlib, timeout, "error", now - w.start, "", why)
     if now - w.start > w.limit:
-        w.proc.kill()
+        _kill(w.proc)
         w.proc.join()
         w.inst = None
         return Row(inst.onnx, inst.vnnlib, timeout, "timeout", now - w.start, "",
