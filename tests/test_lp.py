@@ -206,3 +206,88 @@ def test_the_lp_time_limit_holds_for_each_solve_not_for_all_of_them():
     assert model.h.getRunTime() > 0.5
     for c, c0, err in rows:
         assert model.minimum(c, c0, err) == pytest.approx(free.minimum(c, c0, err), abs=1e-7)
+
+
+def test_range_max_is_the_lp_maximum_over_a_box_cut_by_a_range_never_below_it():
+    from scipy.optimize import linprog
+
+    from verifier.bounds.lp_cuts import range_max
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 30))
+        f, w = rng.normal(size=n), rng.normal(size=n) * (rng.random(n) < 0.8)
+        xl = rng.uniform(-1, 0.5, n)
+        xu = xl + rng.uniform(0, 1, n)
+        a, b = sorted(rng.uniform(-3, 3, 2))
+        exact = linprog(-f, A_ub=np.vstack([w, -w]), b_ub=[b, -a], bounds=list(zip(xl, xu)),
+                        method="highs")
+        if exact.status == 2:  # the range misses the box: any value is an upper bound
+            continue
+        got = range_max(f, w, a, b, xl, xu)
+        assert -exact.fun - 1e-9 <= got <= -exact.fun + 1e-6
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hull_cuts_tighten_the_lp_and_stay_sound(seed):
+    net = random_mlp([6, 12, 10, 8, 2], seed=seed)
+    lo, hi = _box(6, seed, 1.0)
+    C = np.array([[1.0, -1.0], [0.5, 2.0]])
+    d = np.array([0.1, -0.2])
+    exact = milp_bounds(net, lo, hi, C, d)
+    lp = lp_bounds(net, lo, hi, C, d)
+    cut = lp_bounds(net, lo, hi, C, d, options=LPOptions(cut_rounds=5))
+    assert cut.stats["cuts"] > 0
+    assert np.all(cut.lower >= lp.lower - TOL) and np.all(cut.upper <= lp.upper + TOL)
+    # strictly tighter somewhere (the triangle LP is not the hull over the inputs' box)
+    assert np.any(cut.lower > lp.lower + 1e-3) or np.any(cut.upper < lp.upper - 1e-3)
+    assert np.all(cut.lower <= exact.lower + TOL) and np.all(cut.upper >= exact.upper - TOL)
+    vals = net(samples(lo, hi, 2000, seed)) @ C.T - d
+    assert np.all(vals >= cut.lower) and np.all(vals <= cut.upper)
+
+
+def test_every_hull_cut_holds_at_sampled_points_of_the_network():
+    # the rows themselves, not only the bound: p a_n + q'v <= h at every sampled point
+    net = random_mlp([5, 9, 8, 2], seed=7)
+    lo, hi = _box(5, 7, 1.0)
+    prog = relu_program(net)
+    _, model = layer_bounds(prog, lo, hi, options=LPOptions(cut_rounds=3))
+    for i in range(2):
+        c, c0, err = model.objective(prog.output.row(i))
+        model.bound(c, c0, err)
+        model.bound(-c, -c0, err)
+    assert model.cuts > 0
+    A, _, rhi, _ = model.constraint_data()
+    cuts = A[A.shape[0] - model.cuts:]
+    pts = samples(lo, hi, 3000, 3)
+    acts, _ = prog.forward(pts)
+    X = np.hstack(acts)
+    assert np.all(cuts @ X.T <= rhi[A.shape[0] - model.cuts:, None] + 1e-12)
+
+
+def test_hull_cuts_prove_a_region_empty_that_the_triangle_lp_cannot():
+    # an input box and split constraints with no point in common, seen only through the
+    # inputs' box: the triangle LP finds a point, the hull rows a Farkas certificate
+    net = random_mlp([4, 8, 8, 1], seed=11)
+    lo, hi = _box(4, 11, 1.0)
+    found = False
+    rng = np.random.default_rng(0)
+    prog = relu_program(net)
+    for _ in range(60):
+        splits = {1: rng.choice([-1, 0, 1], size=8, p=[0.3, 0.4, 0.3]),
+                  2: rng.choice([-1, 0, 1], size=8, p=[0.3, 0.4, 0.3])}
+        base = lp_bounds(net, lo, hi, options=LPOptions(upper=False), splits=splits)
+        if not np.isfinite(base.lower[0, 0]):
+            continue
+        cut = lp_bounds(net, lo, hi, options=LPOptions(upper=False, cut_rounds=5),
+                        splits=splits)
+        if cut.lower[0, 0] == np.inf:
+            found = True
+            # and it is empty indeed: no sampled input satisfies the splits
+            _, zs = prog.forward(samples(lo, hi, 20000, 1))
+            ok = np.ones(len(zs[0]), bool)
+            for k, s in splits.items():
+                z = zs[k - 1].reshape(len(ok), -1)
+                ok &= np.all((s == 0) | (s * z >= 0), axis=1)
+            assert not ok.any()
+            break
+    assert found

@@ -19,6 +19,11 @@ where ``z = sum_j W_kj a_j + b_k`` is substituted, so the rows are ``lo <= A x <
 bound of each unstable neuron over the layers before it (the model grows; every solve is warm
 started from the previous basis). Layer 1's interval bounds are already exact.
 
+With ``LPOptions.cut_rounds`` > 0 each bound is solved again after adding the rows of the
+ReLU's convex hull over the box of its inputs that its optimum violates (``lp_cuts``: Anderson
+et al. 2020, projected to these variables, each right-hand side certified on its own); the
+triangle sees the inputs only through ``[l, u]``.
+
 The bound reported is never the solver's objective. For any row multipliers ``y``, projected
 to the right signs (``y >= 0`` on ``>=`` rows, ``y <= 0`` on ``<=`` rows, free on equalities),
 every feasible ``x`` satisfies (Neumaier & Shcherbina 2004)
@@ -45,6 +50,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels import sshape_relax
+from .lp_cuts import VIOLATION, certified_rhs, separate
 from .lp_program import (SMOOTH_KINDS, AffineMap, LayerBounds, RelaxationResult, ReluProgram, U,
                          activation_box, affine_interval, as_batch_box, core_intermediate,
                          gamma, inflate, interval_pass, merge_intermediate, relu_program,
@@ -68,6 +74,9 @@ class LPOptions:
     iteration_limit: int | None = None
     #: seconds allowed to the whole LP-All tightening of one input box (None: no limit)
     tighten_time_limit: float | None = None
+    #: rounds of cutting planes (``lp_cuts``: the hull of each unstable ReLU over the box of its
+    #: inputs) added at the LP optimum of every bound and re-solved; 0: the triangle LP alone
+    cut_rounds: int = 0
 
 
 _BANNER_SHOWN = False
@@ -177,6 +186,11 @@ class TriangleLP:
         self._At = None
         self.empty = False  # a split contradicted the bounds: no point is feasible
         self.solves = 0
+        #: per ReLU layer with unstable neurons, what ``add_cuts`` separates over: (their
+        #: columns, their rows of z = W v + b over the columns before the layer, b, l, u, model
+        #: error); kept only when cuts are asked for
+        self.hull_layers: list = []
+        self.cuts = 0
 
     @property
     def depth(self) -> int:
@@ -230,6 +244,10 @@ class TriangleLP:
             self._add_rows(*self._smooth_rows(kind, l, u, Wz, b, eye, me, absWz_amax))
             return
         unstable = (l < 0) & (u > 0)
+        if self.options.cut_rounds > 0 and unstable.any():
+            idx = np.flatnonzero(unstable)
+            self.hull_layers.append((start + idx, Wz[idx, :start].copy(), b[idx], l[idx],
+                                     u[idx], np.broadcast_to(me, (n_k,))[idx]))
         active = (l >= 0) & ~(u < l)
         neg_split = (split < 0) & ~(l > u)
         blocks, los, his, errs = [], [], [], []
@@ -352,6 +370,43 @@ class TriangleLP:
             return trivial
         return max(trivial, dual_bound(A, rlo, rhi, rerr, self.x_lo, self.x_hi, c, c0,
                                        obj_err, y, T))
+
+    def add_cuts(self) -> int:
+        """Add the hull rows (``lp_cuts``) that the last optimal LP point violates, each with
+        its certified right-hand side; returns how many were added."""
+        if self.solves == 0 or self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            return 0
+        sol = np.asarray(self.h.getSolution().col_value, dtype=np.float64)
+        if sol.size != self.n_vars:
+            return 0
+        blocks, los, his, errs = [], [], [], []
+        for cols, W, b, l, u, me in self.hull_layers:
+            n = W.shape[1]
+            xl, xu = self.x_lo[:n], self.x_hi[:n]
+            for k, p, q in separate(W, b, l, u, xl, xu, sol[:n], sol[cols]):
+                h = certified_rhs(p, q, W[k], b[k], me[k], l[k], u[k], xl, xu)
+                if not p * sol[cols[k]] + q @ sol[:n] > h + VIOLATION * (1.0 + abs(h)):
+                    continue
+                row = np.zeros(self.n_vars)
+                row[:n] = q
+                row[cols[k]] = p
+                blocks.append(row[None])
+                los.append(np.array([-INF]))
+                his.append(np.array([h]))
+                errs.append(np.zeros(1))  # h holds for the stored row itself
+        self._add_rows(blocks, los, his, errs)
+        self.cuts += len(blocks)
+        return len(blocks)
+
+    def bound(self, c: np.ndarray, c0: float, obj_err: float) -> float:
+        """``minimum``, then ``options.cut_rounds`` times: cut the optimum off (``add_cuts``)
+        and solve again; the best of the certified bounds (every one is valid)."""
+        best = self.minimum(c, c0, obj_err)
+        for _ in range(self.options.cut_rounds):
+            if best == np.inf or self.add_cuts() == 0:
+                break
+            best = max(best, self.minimum(c, c0, obj_err))
+        return best
 
     def tighten_layer(self, l: np.ndarray, u: np.ndarray, deadline: float | None = None):
         """LP bounds of the pre-activations of layer depth + 1 over the current model: for each
@@ -479,16 +534,19 @@ def lp_bounds(net, lower, upper, C=None, d=None, intermediate=None,
     bb = box_batch(net, "lp-all" if options.tighten else "lp", lower, upper, C, d, intermediate)
     C, obj, lo = bb.C, bb.obj, bb.lo
     B, k, out_lo, out_hi = lo.shape[0], C.shape[0], bb.out_lo, bb.out_hi
-    solves = 0
+    solves = cuts = 0
     for b in range(B):
         _, model = bb.layer_bounds(b, options, splits)
         for i in range(k):
             c, c0, err = model.objective(obj.row(i))
-            out_lo[b, i] = model.minimum(c, c0, err)
+            out_lo[b, i] = model.bound(c, c0, err)
             if options.upper:
-                out_hi[b, i] = -model.minimum(-c, -c0, err)
+                out_hi[b, i] = -model.bound(-c, -c0, err)
         solves += model.solves
+        cuts += model.cuts
     stats = {"lp_solves": solves, "seconds": time.perf_counter() - t0}
+    if options.cut_rounds > 0:
+        stats["cuts"] = cuts
     return RelaxationResult(out_lo, out_hi, bb.inter, stats)
 
 
