@@ -250,6 +250,24 @@ def test_bounds_json_has_every_row_and_output(capsys):
         assert r["lower"] <= r["upper"]
 
 
+def test_bounds_with_hull_cuts_are_never_looser_than_the_triangle_lp(capsys):
+    rows = {}
+    for extra in ([], ["--cut-rounds", "3"]):
+        code, out, _ = run_main(["bounds", MODEL, ROBUST, "--method", "lp", "--json"] + extra,
+                                capsys)
+        assert code == 0
+        obj = json.loads(out)
+        rows[len(extra)] = [r for d in obj["disjuncts"] for r in d["rows"]] + obj["outputs"]
+    for tri, cut in zip(rows[0], rows[2]):
+        assert cut["lower"] >= tri["lower"] - 1e-9 and cut["upper"] <= tri["upper"] + 1e-9
+
+
+def test_cut_rounds_with_a_method_that_has_no_lp_is_an_input_error(capsys):
+    code, _, err = run_main(["bounds", MODEL, ROBUST, "--method", "crown", "--cut-rounds", "2"],
+                            capsys)
+    assert code == 2 and "--cut-rounds" in err
+
+
 def make_example_bench(tmp_path: Path) -> Path:
     bench = tmp_path / "bench"
     bench.mkdir()

@@ -173,9 +173,21 @@ def cmd_check(args) -> int:
 def cmd_bounds(args) -> int:
     from . import bounds  # noqa: PLC0415
 
+    from .errors import VerifierError  # noqa: PLC0415
+
+    options = None
+    if args.cut_rounds < 0:
+        raise VerifierError(f"--cut-rounds must be at least 0, not {args.cut_rounds}")
+    if args.cut_rounds:
+        if args.method not in ("lp", "lp-all"):
+            raise VerifierError(f"--cut-rounds tightens the LP methods (lp, lp-all), not "
+                                f"{args.method}")
+        from .bounds.lp import LPOptions  # noqa: PLC0415
+
+        options = LPOptions(cut_rounds=args.cut_rounds)
     net, spec = _load(args.model, args.property)
     runs = 1 if args.repeat is None else args.repeat + 1  # --repeat N: a warm-up, then N runs
-    reports = [bounds.spec_report(net, spec, args.method) for _ in range(runs)]
+    reports = [bounds.spec_report(net, spec, args.method, options) for _ in range(runs)]
     timed = reports if runs == 1 else reports[1:]
     obj = dict(reports[-1])
     obj["seconds"] = statistics.median(r["seconds"] for r in timed)  # bound computation only
@@ -296,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--repeat", type=_positive_int, metavar="N",
                    help="run once to warm up, then N times, and report the median time")
+    b.add_argument("--cut-rounds", type=int, default=0, metavar="R",
+                   help="lp / lp-all: R rounds of cuts from each ReLU's convex hull over the "
+                        "box of its inputs (default 0: the triangle LP)")
     b.set_defaults(func=cmd_bounds)
 
     r = sub.add_parser("run", help="run every instance of a benchmark folder (instances.csv)")
