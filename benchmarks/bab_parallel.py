@@ -21,16 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+from shared_data import vnncomp_dir  # a sibling of this script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: (network, property): several open conjunctions each, decided within 120 s on one core
 INSTANCES = [("256x4", "prop_8_0.03"), ("256x6", "prop_7_0.03"), ("256x4", "prop_11_0.05"),
              ("256x4", "prop_14_0.05"), ("256x6", "prop_1_0.05")]
-
-
-def data_root() -> Path:
-    base = Path(os.environ.get("VERIFIER_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    return base / "vnncomp" / "mnist_fc"
 
 
 def verify_once(onnx: Path, vnnlib: Path, processes: int, timeout: float) -> tuple[str, float]:
@@ -51,7 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
-    root = data_root()
+    root = vnncomp_dir() / "mnist_fc"
     load0 = os.getloadavg()
     rows = []
     print(f"{'instance':<22} {'answer':<8} {'1 process s':>12} {args.processes} processes s"

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from shared_data import vnncomp_dir  # a sibling of this script
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -52,11 +54,6 @@ TARGET_MS = {
     ("256x6", "0.05"): {"ibp": 3.2, "crown": 29, "alpha-crown": 1474.5},
 }
 REFERENCE = {"ibp": reference.ibp, "crown": reference.crown, "alpha-crown": reference.alpha_crown}
-
-
-def data_root() -> Path:
-    base = Path(os.environ.get("VERIFIER_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    return base / "vnncomp"
 
 
 def spec_rows(spec):
@@ -135,7 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--quick", action="store_true", help="256x2 only, 3 repeats, no first call")
     args = p.parse_args(argv)
-    root = data_root()
+    root = vnncomp_dir()
     nets = ["256x2"] if args.quick else ["256x2", "256x4", "256x6"]
     repeat = 3 if args.quick else args.repeat
     load0 = os.getloadavg()

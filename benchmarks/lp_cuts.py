@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+from shared_data import vnncomp_dir  # a sibling of this script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,16 +39,12 @@ import numpy as np  # noqa: E402
 ROOT_PROPS = ["prop_0_0.03", "prop_1_0.05", "prop_2_0.05", "prop_3_0.05", "prop_4_0.05"]
 
 
-def data_root() -> Path:
-    base = Path(os.environ.get("VERIFIER_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    return base / "vnncomp" / "mnist_fc"
-
-
 def load(net_name: str, prop: str):
     from specs import read_vnnlib
     from verifier.network import load_onnx
-    net = load_onnx(data_root() / "onnx" / f"mnist-net_{net_name}.onnx")
-    spec = read_vnnlib(data_root() / "vnnlib" / f"{prop}.vnnlib", n_inputs=net.n_inputs,
+    data = vnncomp_dir() / "mnist_fc"
+    net = load_onnx(data / "onnx" / f"mnist-net_{net_name}.onnx")
+    spec = read_vnnlib(data / "vnnlib" / f"{prop}.vnnlib", n_inputs=net.n_inputs,
                        n_outputs=net.n_outputs)
     return net, spec
 
@@ -126,7 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=12, help="bound every K-th open domain")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
-    logging_quiet()
+    logging.basicConfig(level=logging.WARNING)
     root = root_part(args.rounds)
     stalled = stalled_part(args.rounds, args.search, args.every)
     tri_s = sum(r["triangle"]["seconds"] for r in root)
@@ -155,11 +154,6 @@ def main(argv=None) -> int:
          "machine": platform.platform(), "cpus": os.cpu_count(), "rounds": args.rounds,
          "root": root, "stalled": stalled}, indent=1))
     return 0
-
-
-def logging_quiet() -> None:
-    import logging
-    logging.basicConfig(level=logging.WARNING)
 
 
 if __name__ == "__main__":

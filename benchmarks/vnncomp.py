@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from shared_data import vnncomp_dir  # a sibling of this script
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -29,11 +31,6 @@ from verifier.run import (RunOptions, read_ground_truth, read_instances,  # noqa
                           run_benchmark, summarize)
 
 TARGETS = {"acasxu": 186, "mnist_fc": 80, "test": 5}
-
-
-def shared_vnncomp() -> Path:
-    base = Path(os.environ.get("VERIFIER_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    return base / "vnncomp"
 
 
 def main(argv=None) -> int:
@@ -50,7 +47,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = shared_vnncomp()
+    data = vnncomp_dir()
     table = []
     for bench in args.bench:
         folder = data / bench
