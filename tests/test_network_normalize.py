@@ -1,7 +1,6 @@
 """Normalisation passes: each fusion happens where it is exact, is refused where it is not, and
 the normalised network computes the same function (also on random chains, by hypothesis)."""
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specs import read_vnnlib, robustness, write_vnnlib
+from specs import robustness, write_vnnlib
 from verifier import save_onnx
 from verifier.network import Network, Node
 from verifier.network import ops as O

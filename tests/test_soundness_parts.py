@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from specs import robustness
 from verifier import load_onnx, save_onnx
 from verifier.network import Network, Node
 from verifier.network import ops as O
