@@ -223,7 +223,7 @@ def test_range_max_is_the_lp_maximum_over_a_box_cut_by_a_range_never_below_it():
                         method="highs")
         if exact.status == 2:  # the range misses the box: any value is an upper bound
             continue
-        got = range_max(f, w, a, b, xl, xu)
+        got = range_max(f[None], w[None], np.array([a]), np.array([b]), xl, xu)[0]
         assert -exact.fun - 1e-9 <= got <= -exact.fun + 1e-6
 
 

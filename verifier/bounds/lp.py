@@ -383,16 +383,16 @@ class TriangleLP:
         for cols, W, b, l, u, me in self.hull_layers:
             n = W.shape[1]
             xl, xu = self.x_lo[:n], self.x_hi[:n]
-            for k, p, q in separate(W, b, l, u, xl, xu, sol[:n], sol[cols]):
-                h = certified_rhs(p, q, W[k], b[k], me[k], l[k], u[k], xl, xu)
-                if not p * sol[cols[k]] + q @ sol[:n] > h + VIOLATION * (1.0 + abs(h)):
-                    continue
+            v, a = sol[:n], sol[cols]
+            _, k, p, Q, _ = separate(W, b, l, u, xl, xu, v[None], a[None])
+            h = certified_rhs(p, Q, W[k], b[k], me[k], l[k], u[k], xl, xu)
+            for r in np.flatnonzero(p * a[k] + Q @ v > h + VIOLATION * (1.0 + np.abs(h))):
                 row = np.zeros(self.n_vars)
-                row[:n] = q
-                row[cols[k]] = p
+                row[:n] = Q[r]
+                row[cols[k[r]]] = p[r]
                 blocks.append(row[None])
                 los.append(np.array([-INF]))
-                his.append(np.array([h]))
+                his.append(h[r:r + 1])
                 errs.append(np.zeros(1))  # h holds for the stored row itself
         self._add_rows(blocks, los, his, errs)
         self.cuts += len(blocks)

@@ -12,9 +12,10 @@ largest,
 The LP here has no ``delta``; it is projected out with the bounds the big-M relaxation gives
 it (``a / u <= delta <= 1 + (a - z) / l``): with ``kappa = b + sum_I w_i L~_i + sum_not_I w_i
 U~_i``, ``delta`` is replaced by its upper end when ``kappa >= 0`` and by its lower end when
-``kappa < 0``, which leaves a row ``p a + q'v <= h`` with ``p > 0`` (``separate``). At an LP
-point ``(v*, a*)`` the subset is chosen as Anderson et al. separate it, for the two ends of the
-point's ``delta`` interval, and a row is kept when the point violates it.
+``kappa < 0``, which leaves a row ``p a + q'v <= h`` with ``p > 0`` (``separate``). At a point
+``(v*, a*)`` (an LP optimum, or the point a bound propagation's lines pick) the subset is chosen
+as Anderson et al. separate it, for the two ends of the point's ``delta`` interval, and a row is
+kept when the point violates it. All three functions work on many rows (points) at once.
 
 Soundness does not rest on that derivation: the right-hand side of every row is recomputed
 (``certified_rhs``) as an upper bound, valid in floating point, of ``p relu(z) + q'v`` over
@@ -34,10 +35,10 @@ from .rounding import up
 VIOLATION = 1e-6
 
 
-def range_max(f: np.ndarray, w: np.ndarray, lo_z: float, hi_z: float, xl: np.ndarray,
-              xu: np.ndarray) -> float:
-    """An upper bound, valid in floating point, of ``max f'v`` over ``{xl <= v <= xu,
-    lo_z <= w'v <= hi_z}`` (-inf when ``lo_z > hi_z``).
+def range_max(f: np.ndarray, w: np.ndarray, lo_z: np.ndarray, hi_z: np.ndarray,
+              xl: np.ndarray, xu: np.ndarray) -> np.ndarray:
+    """Upper bounds (R,), valid in floating point, of ``max f_r'v`` over ``{xl <= v <= xu,
+    lo_z[r] <= w_r'v <= hi_z[r]}`` for R rows ``f, w`` (R, n) (-inf where ``lo_z > hi_z``).
 
     For any multiplier ``lam`` the dual function ``phi(lam) = sum_i max((f_i - lam w_i) xl_i,
     (f_i - lam w_i) xu_i) + max(lam hi_z, lam lo_z)`` is an upper bound (weak duality); it is
@@ -45,81 +46,95 @@ def range_max(f: np.ndarray, w: np.ndarray, lo_z: float, hi_z: float, xl: np.nda
     ``f_i / w_i`` (and 0), where its slope grows by ``|w_i| (xu_i - xl_i)`` (and ``hi_z -
     lo_z``). ``phi`` at that ``lam`` is then summed with the outward margin ``gamma_n`` times the
     magnitudes of its terms and of the rounding of ``f - lam w``."""
-    if lo_z > hi_z:
-        return -np.inf
-    width = xu - xl
+    f, w = np.atleast_2d(f), np.atleast_2d(w)
+    lo_z, hi_z = np.atleast_1d(lo_z), np.atleast_1d(hi_z)
+    R, n = f.shape
     nz = w != 0.0
-    bps = f[nz] / w[nz]
-    steps = np.abs(w[nz]) * width[nz]
+    # a zero weight adds no breakpoint: its point sits at 0 with no step
+    bps = np.divide(f, w, out=np.zeros_like(f), where=nz)
+    steps = np.where(nz, np.abs(w) * (xu - xl), 0.0)
     # the slope far left: -max over the box of w'v, plus lo_z
-    slope0 = lo_z - float(np.sum(np.maximum(w * xl, w * xu)))
-    points = np.concatenate([bps, [0.0]])
-    incs = np.concatenate([steps, [hi_z - lo_z]])
-    order = np.argsort(points, kind="stable")
-    slope = slope0 + np.cumsum(incs[order])
-    k = int(np.searchsorted(slope, 0.0))  # first breakpoint where the slope turns >= 0
-    lam = float(points[order[min(k, points.size - 1)]])
-    if not np.isfinite(lam):
-        lam = 0.0
-    c = f - lam * w
-    terms = np.maximum(c * xl, c * xu)
-    end = max(lam * hi_z, lam * lo_z)
-    total = float(np.sum(terms)) + end
+    slope0 = lo_z - np.maximum(w * xl, w * xu).sum(axis=1)
+    points = np.concatenate([bps, np.zeros((R, 1))], axis=1)
+    incs = np.concatenate([steps, (hi_z - lo_z)[:, None]], axis=1)
+    order = np.argsort(points, axis=1, kind="stable")
+    slope = slope0[:, None] + np.cumsum(np.take_along_axis(incs, order, axis=1), axis=1)
+    turn = slope >= 0.0  # the first breakpoint where the slope turns >= 0 (else the last)
+    k = np.where(turn.any(axis=1), np.argmax(turn, axis=1), n)
+    lam = np.take_along_axis(points, order, axis=1)[np.arange(R), k]
+    lam = np.where(np.isfinite(lam), lam, 0.0)
+    c = f - lam[:, None] * w
+    end = np.maximum(lam * hi_z, lam * lo_z)
+    total = np.maximum(c * xl, c * xu).sum(axis=1) + end
     xmax = np.maximum(np.abs(xl), np.abs(xu))
-    mag = float(np.sum((np.abs(f) + abs(lam) * np.abs(w)) * xmax)) + abs(end)
-    return float(up(up(total) + float(inflate(gamma(f.size + 4) * mag))))
+    mag = ((np.abs(f) + np.abs(lam)[:, None] * np.abs(w)) * xmax).sum(axis=1) + np.abs(end)
+    out = up(up(total) + inflate(gamma(n + 4) * mag))
+    return np.where(lo_z > hi_z, -np.inf, out)
 
 
-def certified_rhs(p: float, q: np.ndarray, w: np.ndarray, b: float, me: float, l: float,
-                  u: float, xl: np.ndarray, xu: np.ndarray) -> float:
-    """``h`` with ``p a + q'v <= h`` for every ``v`` in the box whose exact pre-activation
-    ``z*`` lies in ``[l, u]``, ``a = relu(z*)``, ``p >= 0``, when the stored ``z = w'v + b`` is
-    within ``me`` of ``z*``: the larger of the inactive part (``a = 0``, ``z`` in ``[l - me,
-    me]``) and the active part (``p a <= p (z + me)``, ``z`` in ``[-me, u + me]``)."""
-    off = float(inflate(me))
-
-    def outward(lo_z, hi_z, mag):  # the range of w'v, widened past the rounding of its ends
-        pad = float(inflate(gamma(3) * mag))
-        return lo_z - pad, hi_z + pad
-
-    mag = abs(l) + abs(u) + abs(b) + off
-    inactive = range_max(q, w, *outward(l - b - off, off - b, mag), xl, xu)
-    f = p * w + q
-    active = range_max(f, w, *outward(-off - b, u + off - b, mag), xl, xu)
-    if np.isfinite(active):
-        # p z* <= p (w'v + b + me); |f~ - (p w + q)| <= u (|p w| + |q|) per entry
-        xmax = np.maximum(np.abs(xl), np.abs(xu))
-        err = float(np.sum((np.abs(p * w) + np.abs(q)) * xmax)) + abs(p * b) + p * off
-        active = float(up(up(active + up(p * b + p * off)) + float(inflate(gamma(3) * err))))
-    return max(inactive, active)
+def certified_rhs(p: np.ndarray, Q: np.ndarray, W: np.ndarray, b: np.ndarray, me, l: np.ndarray,
+                  u: np.ndarray, xl: np.ndarray, xu: np.ndarray) -> np.ndarray:
+    """``h`` (R,) with ``p_r a + Q_r'v <= h_r`` for every ``v`` in the box whose exact
+    pre-activation ``z*`` lies in ``[l_r, u_r]``, ``a = relu(z*)``, ``p >= 0``, when the stored
+    ``z = W_r'v + b_r`` is within ``me_r`` of ``z*`` (rows: p, b, l, u (R,), Q, W (R, n); ``me``
+    (R,) or a scalar): the larger of the inactive part (``a = 0``, ``z`` in ``[l - me, me]``)
+    and the active part (``p a <= p (z + me)``, ``z`` in ``[-me, u + me]``)."""
+    off = inflate(np.broadcast_to(me, p.shape))
+    # the ranges of W'v, widened past the rounding of their ends
+    pad = inflate(gamma(3) * (np.abs(l) + np.abs(u) + np.abs(b) + off))
+    inactive = range_max(Q, W, l - b - off - pad, off - b + pad, xl, xu)
+    f = p[:, None] * W + Q
+    active = range_max(f, W, -off - b - pad, u + off - b + pad, xl, xu)
+    # p z* <= p (W'v + b + me); |f~ - (p W + Q)| <= u (|p W| + |Q|) per entry
+    xmax = np.maximum(np.abs(xl), np.abs(xu))
+    err = ((np.abs(p[:, None] * W) + np.abs(Q)) * xmax).sum(axis=1) + np.abs(p * b) + p * off
+    with np.errstate(invalid="ignore"):
+        active = np.where(np.isfinite(active),
+                          up(up(active + up(p * b + p * off)) + inflate(gamma(3) * err)), active)
+    return np.maximum(inactive, active)
 
 
 def separate(W: np.ndarray, b: np.ndarray, l: np.ndarray, u: np.ndarray, xl: np.ndarray,
-             xu: np.ndarray, v: np.ndarray, a: np.ndarray):
-    """Candidate hull rows ``(k, p, q)`` violated at the point ``v`` (n,) of the inputs and
-    ``a`` (m,) of the unstable neurons ``z = W v + b`` (W (m, n)) with bounds ``l < 0 < u``
-    and input box ``xl, xu``: for each neuron, the rows of the subsets chosen at the two ends
-    of its ``delta`` interval (module docstring); ``h`` is left to ``certified_rhs``."""
-    z = W @ v + b
-    d_lo = np.clip(a / u, 0.0, 1.0)
-    d_hi = np.clip(1.0 + (a - z) / l, 0.0, 1.0)
+             xu: np.ndarray, V: np.ndarray, A: np.ndarray, chunk: int = 1 << 22):
+    """Candidate hull rows violated at the points ``V`` (P, n) of the inputs and ``A`` (P, m)
+    of the unstable neurons ``z = W v + b`` (W (m, n)) with bounds ``l < 0 < u`` and input box
+    ``xl, xu``: for each point and neuron, the rows of the subsets chosen at the two ends of its
+    ``delta`` interval (module docstring); ``h`` is left to ``certified_rhs``. Returns
+    ``(point, k, p, Q, excess)``: (R,), (R,), (R,), (R, n), (R,), ``excess`` the amount by which
+    the point's ``a`` exceeds the subset's inequality. Points are taken ``chunk // (m n)`` at a
+    time (the work arrays are (points, m, n))."""
+    m, n = W.shape
     Lt = np.where(W >= 0.0, xl, xu)
     Ut = np.where(W >= 0.0, xu, xl)
-    out = []
-    for delta in (d_lo, d_hi):
-        inside = W * (v - Lt * (1.0 - delta[:, None]))
-        outside = W * Ut * delta[:, None]
-        I = inside < outside
-        rhs = np.where(I, inside, outside).sum(axis=1) + b * delta
-        A_I = np.where(I, W * Lt, 0.0).sum(axis=1)
-        kappa = A_I + b + np.where(I, 0.0, W * Ut).sum(axis=1)
-        for k in np.flatnonzero(a > rhs + VIOLATION * (1.0 + np.abs(rhs))):
-            qI = np.where(I[k], -W[k], 0.0)
-            if kappa[k] >= 0.0:  # delta <= 1 + (a - z) / l
-                p = 1.0 - kappa[k] / l[k]
-                q = qI + (kappa[k] / l[k]) * W[k]
-            else:                # delta >= a / u
-                p = 1.0 - kappa[k] / u[k]
-                q = qI
-            out.append((int(k), float(p), q))
-    return out
+    WL, WU = W * Lt, W * Ut
+    out_pt, out_k, out_p, out_q, out_x = [], [], [], [], []
+    step = max(1, chunk // max(1, m * n))
+    for s in range(0, V.shape[0], step):
+        v, a = V[s:s + step], A[s:s + step]
+        z = v @ W.T + b
+        d_lo = np.clip(a / u, 0.0, 1.0)
+        d_hi = np.clip(1.0 + (a - z) / l, 0.0, 1.0)
+        for delta in (d_lo, d_hi):
+            inside = W * (v[:, None, :] - Lt * (1.0 - delta[:, :, None]))
+            outside = WU * delta[:, :, None]
+            I = inside < outside
+            rhs = np.where(I, inside, outside).sum(axis=2) + b * delta
+            kappa = np.where(I, WL, WU).sum(axis=2) + b
+            pt, k = np.nonzero(a > rhs + VIOLATION * (1.0 + np.abs(rhs)))
+            if pt.size == 0:
+                continue
+            kap = kappa[pt, k]
+            Q = np.where(I[pt, k], -W[k], 0.0)
+            pos = kap >= 0.0  # delta <= 1 + (a - z) / l, else delta >= a / u
+            p = 1.0 - kap / np.where(pos, l[k], u[k])
+            Q += np.where(pos, kap / l[k], 0.0)[:, None] * W[k]
+            out_pt.append(pt + s)
+            out_k.append(k)
+            out_p.append(p)
+            out_q.append(Q)
+            out_x.append(a[pt, k] - rhs[pt, k])
+    if not out_pt:
+        return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0),
+                np.zeros((0, n)), np.zeros(0))
+    return (np.concatenate(out_pt), np.concatenate(out_k), np.concatenate(out_p),
+            np.concatenate(out_q), np.concatenate(out_x))

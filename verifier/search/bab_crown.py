@@ -31,17 +31,23 @@ open domains of mnist_fc 256x4 prop_7_0.05 at 45 s (200 worst, 2-7 first-layer s
 unstable neurons of layers 1 and 3 fall from 56 and 64 to 48 and 51 per domain and 50 of the
 200 are refuted by the next bound (none without).
 
+Rows of a hull-cut pool (``bab_cuts``: ``p v_k[n] + q'v_{k-1} <= h`` valid on the domain) enter
+the final bound with multipliers ``mu >= 0`` the same way: ``mu p`` on ``v_k``, ``mu q`` on
+``v_{k-1}``, ``-mu h`` in the constant; each added term is <= 0 on the domain.
+
 The gradient of the bound in alpha and beta is the forward evaluation of the chosen lines at the
 box minimiser ``x*`` (``z~_i`` below): ``d lb / d alpha_ij = Lam_ij z~_ij`` where ``Lam_ij > 0``
-and ``d lb / d beta_ij = -split_ij z~_ij``; projected Adam ascends it and the best iterate of every
-row is kept.
+and ``d lb / d beta_ij = -split_ij z~_ij`` (for a cut row, ``d lb / d mu = p v~_k[n] +
+q'v~_{k-1} - h``); projected Adam ascends it and the best iterate of every row is kept.
 
 Floating point: as in ``verifier.bounds.rounding``, every step adds its magnitude to ``mag``:
 ``|Lam| . w_i`` for an affine step (``w_i = |W_i| vmax_{i-1} + |b_i|``, ``vmax`` the largest
 magnitude of the value over the domain), ``|g| . zmax + |min(Lam, 0) t_up|`` for a ReLU step and
 ``|Lam| . max(|xl|, |xu|) + |const|`` at the input; the bound returned is
 ``const + min - MARGIN_FACTOR * gamma_N * mag`` rounded down one ulp, N exceeding the longest dot
-product plus the number of steps. IBP uses the centre/radius rule with the same margins. The
+product plus the number of steps (with cut rows, ``mu . (|p| vmax_k[n] + |q| . vmax_{k-1} +
+|h|)`` joins ``mag`` and N also exceeds the rows per layer). IBP uses the centre/radius rule
+with the same margins. The
 row-wise passes of the intermediate bounds (``descend_rows``) multiply coefficients by the
 weights in float32 and add ``MARGIN_FACTOR * gamma32 * mag`` and underflow terms (``_product32``);
 their half-space step is in float64, new coefficients computed afresh from ``Lam`` (S + 1 terms
@@ -136,6 +142,20 @@ class Pass:
                     {i: (c[idx], m[idx]) for i, (c, m) in self.heads.items()})
 
 
+    def put(self, idx, other: "Pass") -> None:
+        """Replace the entries ``idx`` of this pass by those of ``other`` (a pass over the
+        same domains' relaxations, e.g. re-optimised), in place."""
+        B = self.lam0.shape[0]
+        for i, a in other.lams.items():
+            if self.lams[i].shape[0] != B:
+                self.lams[i] = np.repeat(self.lams[i], B, axis=0)
+            self.lams[i][idx] = a
+        self.lam0[idx] = other.lam0
+        for i, (c, m) in other.heads.items():
+            self.heads[i][0][idx] = c
+            self.heads[i][1][idx] = m
+
+
 class ChainBounder:
     """Bounds of one ``ReluChain``; caches transposes and magnitudes of its weights."""
 
@@ -216,13 +236,15 @@ class ChainBounder:
 
     # -- the backward pass --------------------------------------------------------------------
     def backward(self, top, A, const, xl, xu, lo, hi, w=None, alpha=None, beta=None,
-                 split=None, relaxes=None, keep=False):
+                 split=None, relaxes=None, keep=False, cuts=None, mu=None):
         """Sound lower bound (B, K) of ``A z_top + const`` over each domain.
 
         A: (Ba, K, n_top) with Ba in (1, B); const: (Bc, K). ``alpha[i]``: lower slopes (B, K,
         n_i) or None (adaptive); ``beta[i]`` (B, K, n_i) >= 0 with ``split[i]`` (B, n_i) in
         {-1, 0, 1} (beta is only read where split != 0). ``w``: ``magnitudes`` (computed when
-        None); ``relaxes``: cached ``relax`` per layer (filled in). Returns (lb, Pass or None)."""
+        None); ``relaxes``: cached ``relax`` per layer (filled in). ``cuts``: a ``CutPool``
+        with multipliers ``mu[k]`` (B, K, R_k) >= 0 of its rows (``bab_cuts``). Returns (lb,
+        Pass or None)."""
         B = xl.shape[0]
         if w is None:
             w = self.magnitudes(top, xl, xu, lo, hi)
@@ -230,20 +252,34 @@ class ChainBounder:
         c = np.broadcast_to(const + A @ self.b[top], (B, K)).copy()
         mag = np.broadcast_to(_rowdot(np.abs(A), w[top]), (B, K)).copy()
         lam = (A.reshape(Ba * K, n) @ self.W[top]).reshape(Ba, K, -1)
+        if mu:
+            lam = self._cut_rows(top - 1, lam, c, mag, cuts, mu, xl, xu, lo, hi)
         return self.descend(top - 1, lam, c, mag, xl, xu, lo, hi, w, alpha, beta, split,
-                            relaxes, keep)
+                            relaxes, keep, cuts=cuts, mu=mu)
 
     def descend(self, j, lam, c, mag, xl, xu, lo, hi, w, alpha=None, beta=None, split=None,
-                relaxes=None, keep=False, estimate=False):
+                relaxes=None, keep=False, estimate=False, cuts=None, mu=None):
         """Continue a backward pass from the coefficient ``lam`` (Ba, K, n_j) on ``v_j`` with
         constant ``c`` and magnitude ``mag`` (B, K) (both updated in place) down to the input.
         Returns (lb, Pass or None) as ``backward``. ``estimate``: the products in float32
-        without their rounding margin, for branching only (the result is not a sound bound)."""
+        without their rounding margin, for branching only (the result is not a sound bound).
+
+        With a cut pool (``cuts``, multipliers ``mu``) the rows of layer i join the pass as
+        ``bab_cuts`` says: ``mu P`` on ``v_i``, ``-mu h`` in the constant and ``mu .
+        magnitude`` in ``mag`` (``_cut_rows``; for layer j the caller has added them to
+        ``lam``, ``c``, ``mag``), ``mu Q`` on ``v_{i-1}`` after the affine step; the final
+        margin uses the pool's ``eps`` (its N covers the pool's dot products of R terms)."""
         if relaxes is None:
             relaxes = {}
         lams, heads = {}, {}
         W = self.W32 if estimate else self.W
+        eps = self.eps
+        if mu is not None and mu:
+            eps = max(eps, cuts.eps)
+        else:
+            mu = None
         for i in range(j, -1, -1):
+            m_i = mu.get(i) if mu is not None else None
             if self.chain.relu[i]:
                 rx = relaxes.get(i)
                 if rx is None:
@@ -266,25 +302,44 @@ class ChainBounder:
                 mag += _rowdot(np.abs(g), w[i])
             Bg, K, n = g.shape
             lam = (g.reshape(Bg * K, n).astype(W[i].dtype) @ W[i]).reshape(Bg, K, -1)
+            if m_i is not None and self.chain.relu[i]:
+                lam = lam + np.matmul(m_i, cuts.Q[i])
+            if i > 0:
+                lam = self._cut_rows(i - 1, lam, c, mag, cuts, mu, xl, xu, lo, hi, estimate)
         lam = lam.astype(np.float64, copy=False)
         val, m0 = concretise(np.ascontiguousarray(lam), xl, xu)
-        lb = down((c + val) - self.eps * (mag + m0 + np.abs(c)))
+        lb = down((c + val) - eps * (mag + m0 + np.abs(c)))
         lb = np.where(np.isnan(lb), -np.inf, lb)
         if not keep:
             return lb, None
         lam0 = lam if lam.shape[0] == xl.shape[0] else np.repeat(lam, xl.shape[0], axis=0)
         return lb, Pass(lams, lam0, relaxes, heads)
 
+    def _cut_rows(self, i, lam, c, mag, cuts, mu, xl, xu, lo, hi, estimate=False):
+        """The coefficient on ``v_i`` with the pool's rows of layer i taken in: ``lam + mu_i
+        P_i``; ``c -= mu_i h_i`` and ``mag += mu_i . magnitude`` in place (no magnitude for an
+        estimate). Unchanged without rows or multipliers of layer i."""
+        m_i = mu.get(i) if mu else None
+        if m_i is None:
+            return lam
+        c -= _rowdot(m_i, cuts.h[i])
+        if not estimate:
+            mag += _rowdot(m_i, cuts.magnitude(i, np.maximum(hi[i], 0.0),
+                                               self._vmax(i, xl, xu, lo, hi)))
+        return lam + np.matmul(m_i, cuts.P[i])
+
     def gradients(self, top, pas: Pass, xl, xu, alpha=None, split=None, want_beta=False,
-                  want_top=False):
+                  want_top=False, cuts=None, points=None):
         """Gradients of the bound of the pass ``pas`` (made with ``alpha``) in alpha and beta:
         dicts {i: (B, K, n_i)}. Forward evaluation of the chosen lines at the box minimiser x*
         of every row: ``z~_i = W_i v~_{i-1} + b_i``, ``v~_i`` the line chosen for row's sign.
         ``want_top``: also return ``z~_top`` (B, K, n_top), the gradient of the bound in the
-        row's coefficients A."""
+        row's coefficients A. ``cuts``: a ``CutView``; then the gradients in its multipliers
+        are returned too (after gb): ``gm[k]`` (B, K, M) = ``p v~_k[n] + q . v~_{k-1} - h``.
+        ``points``: a dict to fill with ``(v~_{i-1}, v~_i)`` of every ReLU layer i."""
         lam0 = pas.lam0
         v = np.where(lam0 > 0.0, xl[:, None, :], xu[:, None, :])
-        ga, gb = {}, {}
+        ga, gb, gm = {}, {}, {}
         for i in range(top):
             B, K, n = v.shape
             z = (v.reshape(B * K, n) @ self.WT[i]).reshape(B, K, -1) + self.b[i]
@@ -296,13 +351,20 @@ class ChainBounder:
             ga[i] = np.where(rx.unstable[:, None, :] & (lam > 0.0), lam * z, 0.0)
             if want_beta and split is not None and split.get(i) is not None:
                 gb[i] = -split[i][:, None, :] * z
+            below = v
             v = np.where(lam >= 0.0, z * _lower_slope(rx, alpha, i),
                          z * rx.k_up[:, None, :] + rx.t_up[:, None, :])
+            if points is not None:
+                points[i] = (below, v)
+            if cuts is not None and i in cuts.h:
+                gm[i] = (np.matmul(v, cuts.P[i].transpose(0, 2, 1))
+                         + np.matmul(below, cuts.Q[i].transpose(0, 2, 1)) - cuts.h[i][:, None, :])
+        out = (ga, gb) if cuts is None else (ga, gb, gm)
         if want_top:
             B, K, n = v.shape
             ztop = (v.reshape(B * K, n) @ self.WT[top]).reshape(B, K, -1) + self.b[top]
-            return ga, gb, ztop
-        return ga, gb
+            return out + (ztop,)
+        return out
 
     def descend_rows(self, j, lam, box, c, mag, xl, xu, lo, hi, w, relaxes, alpha=None,
                      cuts=None):
@@ -523,18 +585,21 @@ def empty_domains(lo, hi) -> np.ndarray:
 
 @dataclass
 class Optimised:
-    """Result of ``optimise``: the best bound of every row (B, K), the alpha and beta of its best
-    iterate, and the backward pass at those (for branching scores and the minimiser x*)."""
+    """Result of ``optimise``: the best bound of every row (B, K), the alpha, beta and cut
+    multipliers mu of its best iterate, and the backward pass at those (for branching scores
+    and the minimiser x*)."""
 
     lb: np.ndarray
     alpha: dict
     beta: dict
     pas: Pass
+    mu: dict
 
 
 def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, beta=None,
              iterations=20, lr_alpha=0.1, lr_beta=0.05, use_beta=True, deadline=None,
-             clock=None, top=None, settled=None, w=None) -> Optimised:
+             clock=None, top=None, settled=None, w=None, cuts=None, mu=None,
+             lr_mu=0.05) -> Optimised:
     """Projected Adam ascent of the final bound of ``C z_L - d`` (C: (K, n_L) or (B, K, n_L),
     d: (K,) or (B, K)) in the lower slopes ``alpha_i`` (B, K, n_i) in [0, 1] of unstable neurons
     and the split multipliers ``beta_i`` (B, K, n_i) >= 0 of split neurons, warm-started from the
@@ -547,7 +612,11 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
     batch; once it marks a quarter of them (e.g. those whose bound already decides them), or
     all, they stop iterating and keep their best iterate. The bound of every row stays the
     best of valid bounds. ``w``: the rounding magnitudes (``ChainBounder.magnitudes``) of these
-    domains or of domains containing them (larger, so still valid); computed when None."""
+    domains or of domains containing them (larger, so still valid); computed when None.
+
+    ``cuts``: a ``CutView`` (``bab_cuts``) of the batch's rows, which join the bound with
+    multipliers ``mu[k]`` (B, K, M) >= 0, ascended with step ``lr_mu`` from the given ``mu``
+    (0 where None)."""
     top = cb.L - 1 if top is None else top
     layers = [j for j in cb.relu_layers if j < top]
     B = xl.shape[0]
@@ -572,25 +641,36 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
             if b0 is None:
                 b0 = np.zeros((B, K, s.shape[1]))
             be[j] = np.where(s[:, None, :] != 0, np.maximum(b0, 0.0), 0.0)
+    mus = {}
+    if cuts is not None:
+        for k, h in cuts.h.items():
+            if k < top:
+                m0 = mu.get(k) if mu is not None else None
+                mus[k] = np.zeros((B, K, h.shape[1])) if m0 is None else np.maximum(m0, 0.0)
     if w is None:
         w = cb.magnitudes(top, xl, xu, lo, hi)
     lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes,
-                          keep=True)
+                          keep=True, cuts=cuts, mu=mus)
     best = lb.copy()
     best_al = {j: a.copy() for j, a in al.items()}
     best_be = {j: b.copy() for j, b in be.items()}
+    best_mu = {k: m.copy() for k, m in mus.items()}
+    every = {k: np.ones((1, m.shape[2]), dtype=bool) for k, m in mus.items()}
     # the domains still iterated: ``act`` indexes the batch; ``it`` holds their arrays
     act = np.arange(B)
-    it = _Active(xl, xu, lo, hi, split, A, const, w, relaxes, al, be, {}, pas)
+    it = _Active(xl, xu, lo, hi, split, A, const, w, relaxes, al, be, mus, cuts, {}, pas)
     b1, b2, eps = 0.9, 0.999, 1e-8
     for t in range(1, iterations + 1):
         if deadline is not None and clock() >= deadline:
             break
-        ga, gb = cb.gradients(top, it.pas, it.xl, it.xu, it.al, it.split, want_beta=bool(it.be))
+        ga, gb, *gm = cb.gradients(top, it.pas, it.xl, it.xu, it.al, it.split,
+                                   want_beta=bool(it.be), cuts=it.cuts if it.mu else None)
+        gm = gm[0] if gm else {}
         # projected Adam in place, only on unstable (alpha) and split (beta) neurons: the
         # others stay 0
         for key, params, grads, lr, upper in (("a", it.al, ga, lr_alpha, 1.0),
-                                              ("b", it.be, gb, lr_beta, np.inf)):
+                                              ("b", it.be, gb, lr_beta, np.inf),
+                                              ("m", it.mu, gm, lr_mu, np.inf)):
             for j, p in params.items():
                 g = grads.get(j)
                 if g is None:
@@ -598,11 +678,13 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
                 mv = it.state.get((key, j))
                 if mv is None:
                     mv = it.state[(key, j)] = (np.zeros_like(p), np.zeros_like(p))
-                mask = it.relaxes[j].unstable if key == "a" else it.split[j] != 0
+                mask = (it.relaxes[j].unstable if key == "a" else
+                        it.split[j] != 0 if key == "b" else every[j])
                 adam_ascent(p, np.ascontiguousarray(g), mv[0], mv[1], mask, lr, b1, b2, eps, t,
                             upper)
         lb, it.pas = cb.backward(top, it.A, it.const, it.xl, it.xu, it.lo, it.hi, it.w, it.al,
-                                 it.be or None, it.split, it.relaxes, keep=True)
+                                 it.be or None, it.split, it.relaxes, keep=True, cuts=it.cuts,
+                                 mu=it.mu)
         sel = slice(None) if act.size == B else act
         cur = best[sel]
         better = lb > cur
@@ -612,6 +694,8 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
                 best_al[j][sel] = np.where(better[:, :, None], it.al[j], best_al[j][sel])
             for j in it.be:
                 best_be[j][sel] = np.where(better[:, :, None], it.be[j], best_be[j][sel])
+            for j in it.mu:
+                best_mu[j][sel] = np.where(better[:, :, None], it.mu[j], best_mu[j][sel])
         if settled is not None:
             done = np.asarray(settled(best[sel], act), dtype=bool)
             if done.all():
@@ -623,9 +707,9 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
                 it = it.take(keep)
     if iterations > 0:
         lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, best_al, best_be or None, split,
-                              relaxes, keep=True)
+                              relaxes, keep=True, cuts=cuts, mu=best_mu)
         best = np.maximum(best, lb)
-    return Optimised(best, best_al, best_be, pas)
+    return Optimised(best, best_al, best_be, pas, best_mu)
 
 
 @dataclass
@@ -644,6 +728,8 @@ class _Active:
     relaxes: dict
     al: dict
     be: dict
+    mu: dict
+    cuts: object
     state: dict
     pas: Pass
 
@@ -660,6 +746,8 @@ class _Active:
             sub(self.A), sub(self.const), [sub(x) for x in self.w],
             {j: sub_relax(r) for j, r in self.relaxes.items()},
             {j: a[idx] for j, a in self.al.items()}, {j: b[idx] for j, b in self.be.items()},
+            {k: m[idx] for k, m in self.mu.items()},
+            None if self.cuts is None else self.cuts.take(idx),
             {k: (sub(m), sub(v)) for k, (m, v) in self.state.items()}, self.pas.take(idx))
 
 

@@ -13,6 +13,10 @@ then ascends alpha and beta of the final bound from the parent's values
 a proven lower bound > 0, or when its bounds are empty (``lo > hi``: no input reaches it). The
 children's bound minimisers x* are evaluated, and points whose margin is <= 0 are replayed.
 
+With ``cut_slots`` > 0 hull cuts (``bab_cuts``) enter twice: at the root they tighten the
+intermediate bounds every domain starts from, and open domains deep in the tree get rows that
+cut off their bound's point and are bounded again with them.
+
 Domains partition the case's input set (every point satisfies exactly one side of a split), so
 the pair is refuted when no domain is left. A domain with no unstable neuron left whose bound is
 still not positive cannot be split: the search then answers ``unknown`` (never unsat).
@@ -35,6 +39,7 @@ from ..errors import UnsupportedOpError
 from .bab_attack import pgd, region_minimiser
 from .bab_case import CaseSearch
 from .bab_crown import ChainBounder, empty_domains, optimise
+from .bab_cuts import CutPool, CutSlots, refine_intermediate
 from .branching import fsb_choice, relu_scores
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,7 @@ class Domains:
     """A batch of N domains: ``lo[i], hi[i]`` (N, n_i) for every layer; ``split``, ``alpha``,
     ``beta``: {relu layer: (N, n_i) / (N, K, n_i)}; ``lb`` (N, K) the best bound of every row;
     ``open`` (N, J) the conjunctions not yet refuted; ``choice`` (N, 2) the (layer, neuron) to
-    split next."""
+    split next; ``cuts`` the hull rows each uses (``bab_cuts.CutSlots``) or None."""
 
     lo: list
     hi: list
@@ -59,6 +64,7 @@ class Domains:
     lb: np.ndarray
     open: np.ndarray
     choice: np.ndarray
+    cuts: CutSlots | None = None
 
     def __len__(self) -> int:
         return self.lb.shape[0]
@@ -75,7 +81,8 @@ class Domains:
                        {k: v[idx] for k, v in self.split.items()},
                        {k: v[idx] for k, v in self.alpha.items()},
                        {k: v[idx] for k, v in self.beta.items()},
-                       self.lb[idx], self.open[idx], self.choice[idx])
+                       self.lb[idx], self.open[idx], self.choice[idx],
+                       None if self.cuts is None else self.cuts.take(idx))
 
     @staticmethod
     def concat(parts: list["Domains"]) -> "Domains":
@@ -89,7 +96,8 @@ class Domains:
                        {k: cat([p.alpha[k] for p in parts]) for k in p0.alpha},
                        {k: cat([p.beta[k] for p in parts]) for k in p0.beta},
                        cat([p.lb for p in parts]), cat([p.open for p in parts]),
-                       cat([p.choice for p in parts]))
+                       cat([p.choice for p in parts]),
+                       None if p0.cuts is None else CutSlots.concat([p.cuts for p in parts]))
 
 
 class ReluSplitSearch(CaseSearch):
@@ -114,6 +122,9 @@ class ReluSplitSearch(CaseSearch):
         self.refuted = 0.0
         #: the open domains (None until the root is bounded) and how many they are
         self.stack: list | None = None
+        #: hull cuts of the final bound (``bab_cuts``), made at the root when used
+        self.pool: CutPool | None = None
+        self.pool_limit = options.cut_pool_max
         self.queued = 0
 
     # -- helpers ------------------------------------------------------------------------------
@@ -158,6 +169,7 @@ class ReluSplitSearch(CaseSearch):
         sub_pas = pas.take(keep)
         scores = relu_scores(self.cb, sub_pas, sub.lo, sub.hi, sub.alpha, sub_rows)
         sub.choice = _best_scored(scores, len(sub))
+        view, mu = self._cut_args(sub)
         if self.opt.branching == "fsb":
             # in chunks, so that a batch stops at the deadline (the rest keep the best score)
             for c in range(0, len(sub), CHUNK):
@@ -171,8 +183,68 @@ class ReluSplitSearch(CaseSearch):
                     {i: a[q] for i, a in sub.alpha.items()},
                     {i: b[q] for i, b in sub.beta.items()},
                     {i: v[q] for i, v in sub.split.items()}, xs, xus, sub_rows[q],
-                    self.opt.fsb_candidates, self.opt.fsb_per_layer)
+                    self.opt.fsb_candidates, self.opt.fsb_per_layer,
+                    None if view is None else view.take(q),
+                    None if mu is None else {k: m[q] for k, m in mu.items()})
         return sub
+
+    def _cut_args(self, dom: Domains):
+        """(cut view, multipliers) of the domains' hull rows for a bound, or (None, None) when
+        they have none."""
+        if dom.cuts is None or all((ix < 0).all() for ix in dom.cuts.idx.values()):
+            return None, None
+        return self.pool.view(dom.cuts.idx), dom.cuts.mu
+
+    def _cut_rebound(self, dom: Domains, pas, iterations: int) -> None:
+        """Tighten the open domains at least ``cut_depth`` splits deep (above, beta-CROWN alone
+        refutes faster) with hull cuts: rows that cut off the point the best open row's lines
+        pick in every ReLU layer (``CutPool.separate``) go into the domains' free slots, and the
+        final bound is ascended again with them (alpha, beta, mu warm-started). Updates ``dom``
+        and ``pas`` in place; children inherit the rows and multipliers."""
+        open_ = dom.open & (self._conj_lb(dom.lb) <= 0.0)
+        sel = np.flatnonzero(open_.any(axis=1) & (dom.depth() >= self.opt.cut_depth))
+        # in chunks: the deadline is checked between them
+        for c in range(0, sel.size, 2 * CHUNK):
+            if time.monotonic() >= self.deadline:
+                return
+            self._cut_rebound_some(dom, pas, iterations, sel[c:c + 2 * CHUNK], open_)
+
+    def _cut_rebound_some(self, dom: Domains, pas, iterations: int, sel: np.ndarray,
+                          open_: np.ndarray) -> None:
+        """``_cut_rebound`` of the domains ``sel`` (their open conjunctions ``open_[sel]``)."""
+        sub = dom.take(sel)
+        sub_pas = pas.take(sel)
+        xl, xu = self._boxes(sel.size)
+        view, _ = self._cut_args(sub)
+        points: dict = {}
+        self.cb.gradients(self.cb.L - 1, sub_pas, xl, xu, sub.alpha, sub.split, cuts=view,
+                          points=points)
+        rows_open = open_[sel][:, self.row_conj]
+        row = np.argmax(np.where(rows_open, sub.lb, -np.inf), axis=1)
+        b = np.arange(sel.size)
+        for k, (below, v) in points.items():
+            pt, rows, viol = self.pool.separate(k, below[b, row], v[b, row], self.opt.cut_slots)
+            sub.cuts.fill(k, pt, rows, viol)
+        view, mu = self._cut_args(sub)
+        if view is None:
+            return
+        res = optimise(self.cb, self.C, self.d, xl, xu, sub.lo, sub.hi, split=sub.split,
+                       alpha=sub.alpha, beta=sub.beta, iterations=iterations,
+                       lr_alpha=self.opt.lr_alpha, lr_beta=self.opt.lr_beta,
+                       deadline=self.deadline, clock=time.monotonic,
+                       settled=lambda best, idx: (~sub.open[idx]
+                                                  | (self._conj_lb(best) > 0.0)).all(axis=1),
+                       cuts=view, mu=mu, lr_mu=self.opt.lr_mu)
+        dom.lb[sel] = np.maximum(sub.lb, res.lb)
+        for i in self.cb.relu_layers:
+            dom.alpha[i][sel] = res.alpha[i]
+            if res.beta.get(i) is not None:
+                dom.beta[i][sel] = res.beta[i]
+        for k in dom.cuts.idx:
+            dom.cuts.idx[k][sel] = sub.cuts.idx[k]
+            dom.cuts.mu[k][sel] = res.mu[k] if k in res.mu else sub.cuts.mu[k]
+        pas.put(sel, res.pas)
+        self.stats["cut_rebounds"] = self.stats.get("cut_rebounds", 0) + sel.size
 
     def _branch(self, par: Domains) -> Domains:
         """Two children per domain: its chosen neuron inactive (first half), active (second)."""
@@ -203,19 +275,25 @@ class ReluSplitSearch(CaseSearch):
         elif ri == "deep":
             self._rebound_deep(dom, xl, xu)
         empty = empty_domains(dom.lo, dom.hi)
+        view, mu = self._cut_args(dom)
         res = optimise(cb, self.C, self.d, xl, xu, dom.lo, dom.hi, split=dom.split,
                        alpha=dom.alpha or None, beta=dom.beta or None,
                        iterations=iterations if self.optimised else 0,
                        lr_alpha=self.opt.lr_alpha, lr_beta=self.opt.lr_beta,
                        deadline=self.deadline, clock=time.monotonic,
                        settled=lambda best, idx: (~dom.open[idx]
-                                                  | (self._conj_lb(best) > 0.0)).all(axis=1))
+                                                  | (self._conj_lb(best) > 0.0)).all(axis=1),
+                       cuts=view, mu=mu, lr_mu=self.opt.lr_mu)
         dom.lb = np.maximum(dom.lb, res.lb)
+        if view is not None:
+            dom.cuts.mu = res.mu
         dom.alpha = res.alpha
         for i in cb.relu_layers:
             b = res.beta.get(i)
             dom.beta[i] = b if b is not None else np.zeros_like(res.alpha[i])
         dom.open[empty] = False
+        if self.pool is not None:
+            self._cut_rebound(dom, res.pas, iterations)
         self.stats["bound_calls"] = self.stats.get("bound_calls", 0) + 1
         self.stats["domains"] = self.stats.get("domains", 0) + N
         return res.pas, xl, xu
@@ -276,9 +354,14 @@ class ReluSplitSearch(CaseSearch):
         lo = [a.copy() for a in lo]
         hi = [a.copy() for a in hi]
         K = self.C.shape[0]
+        cuts = None
+        if self.optimised and opt.cut_slots > 0:
+            self.pool = CutPool(cb, self.xl0[0], self.xu0[0], [a[0] for a in lo],
+                                [a[0] for a in hi], opt.cut_slots)
+            cuts = self.pool.empty_slots(1, K)
         root = Domains(lo, hi, {i: np.zeros((1, lo[i].shape[1])) for i in cb.relu_layers},
                        {}, {}, np.full((1, K), -np.inf), np.ones((1, self.J), dtype=bool),
-                       np.zeros((1, 2), dtype=np.int64))
+                       np.zeros((1, 2), dtype=np.int64), cuts)
         pas, xl, xu = self._bound(root, cb.L, opt.root_iterations)
         root = self._finish(root, pas, xl, xu)
         self.stack = [] if root is None else [root]
@@ -323,6 +406,10 @@ class ReluSplitSearch(CaseSearch):
                 continue
             stack.append(kids)
             self.queued += len(kids)
+            if self.pool is not None and self.pool.size > self.pool_limit:
+                self.pool.compact([d.cuts for d in stack])
+                # rows the queued domains use stay: compact again only once the pool doubled
+                self.pool_limit = max(opt.cut_pool_max, 2 * self.pool.size)
             self.stats["max_queue"] = max(self.stats.get("max_queue", 0), self.queued)
             if self.queued > opt.max_domains:
                 log.info("relu split: more than %d domains queued", opt.max_domains)
@@ -348,6 +435,10 @@ class ReluSplitSearch(CaseSearch):
             cb.optimise_intermediate(xl, xu, lo, hi, iterations=opt.root_iterations,
                                      lr=opt.lr_alpha, deadline=stop, clock=time.monotonic,
                                      slopes=slopes)
+            if opt.cut_slots > 0:
+                refine_intermediate(cb, xl, xu, lo, hi, slopes, opt.cut_slots,
+                                    iterations=opt.root_iterations, deadline=stop,
+                                    clock=time.monotonic)
         cache[key] = (lo, hi, slopes)
         return lo, hi, slopes
 

@@ -55,7 +55,7 @@ def relu_scores(cb, pas, lo, hi, alpha, rows_open) -> dict:
 
 
 def fsb_choice(cb, pas, scores: dict, lo, hi, alpha, beta, split, xl, xu, rows_open,
-               k: int, per_layer: int = 0) -> np.ndarray:
+               k: int, per_layer: int = 0, cuts=None, mu=None) -> np.ndarray:
     """Filtered smart branching (De Palma et al., 2021): the ``k`` neurons of best score per
     domain, and the ``per_layer`` best of every layer, are each tried by estimating the bound
     of both children (the parent's intermediate bounds, alpha and beta; the candidate's bounds
@@ -70,7 +70,8 @@ def fsb_choice(cb, pas, scores: dict, lo, hi, alpha, beta, split, xl, xu, rows_o
     global top k (by score), then the layers' lists in layer order.
 
     pas: the parents' backward pass; scores: ``relu_scores``; lo, hi: the domains' bounds
-    (N, n_i) per layer; alpha, beta, split: per ReLU layer; xl, xu (N, n0); rows_open (N, K)."""
+    (N, n_i) per layer; alpha, beta, split: per ReLU layer; xl, xu (N, n0); rows_open (N, K);
+    cuts, mu: the hull rows of the parents' bound and their multipliers (``bab_cuts``)."""
     layers = sorted(scores)
     N = xl.shape[0]
     flat = np.concatenate([scores[i] for i in layers], axis=1)
@@ -97,7 +98,7 @@ def fsb_choice(cb, pas, scores: dict, lo, hi, alpha, beta, split, xl, xu, rows_o
     c_nrn = np.repeat(nrn, 2, axis=1).reshape(-1)
     side = np.tile([-1.0, 1.0], N * k)
     lb = child_estimates(cb, pas, lo, hi, alpha, beta, split, xl, xu, rep, c_layer, c_nrn,
-                         side, np.repeat(valid.reshape(-1), 2))
+                         side, np.repeat(valid.reshape(-1), 2), cuts, mu)
     lb = np.where(rows_open[rep], lb, np.inf).min(axis=1)  # worst open row
     worse = lb.reshape(N, k, 2).min(axis=2)
     worse = np.where(valid, worse, -np.inf)
@@ -109,13 +110,15 @@ def fsb_choice(cb, pas, scores: dict, lo, hi, alpha, beta, split, xl, xu, rows_o
 
 
 def child_estimates(cb, pas, lo, hi, alpha, beta, split, xl, xu, parent, layer, nrn, side,
-                    wanted=None) -> np.ndarray:
+                    wanted=None, cuts=None, mu=None) -> np.ndarray:
     """Estimated bounds (R, K) of R children: child r is domain ``parent[r]`` with neuron
     ``nrn[r]`` of ReLU layer ``layer[r]`` split to ``side[r]`` (-1 inactive, +1 active), under
     the parent's intermediate bounds (that neuron's clipped), alpha and beta. The children of
     a split in layer i share the parent's pass (``pas``) above ``v_i``; each continues from
     ``lams[i]`` with its own relaxation of layer i, in float32 (``descend(estimate=True)``).
-    ``wanted`` (R,) bool: children to estimate (the others get -inf)."""
+    ``wanted`` (R,) bool: children to estimate (the others get -inf). ``cuts``, ``mu``: the
+    parents' hull rows (their terms of layer i are in ``lams[i]`` already; those below join
+    the pass)."""
     w = cb.magnitudes(cb.L - 1, xl, xu, lo, hi)
     lb = np.full((parent.size, pas.lam0.shape[1]), -np.inf)
     for i in np.unique(layer if wanted is None else layer[wanted]):
@@ -135,5 +138,7 @@ def child_estimates(cb, pas, lo, hi, alpha, beta, split, xl, xu, parent, layer, 
                               xu[p], None, None, [a[p] for a in w[:i + 1]],
                               {j: a[p] for j, a in alpha.items() if j <= i} if alpha else None,
                               {j: b[p] for j, b in beta.items() if j <= i} if beta else None,
-                              sp, relaxes, estimate=True)
+                              sp, relaxes, estimate=True,
+                              cuts=None if cuts is None else cuts.take(p),
+                              mu={j: m[p] for j, m in mu.items() if j <= i} if mu else None)
     return lb
