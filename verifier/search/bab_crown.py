@@ -242,8 +242,8 @@ class ChainBounder:
         A: (Ba, K, n_top) with Ba in (1, B); const: (Bc, K). ``alpha[i]``: lower slopes (B, K,
         n_i) or None (adaptive); ``beta[i]`` (B, K, n_i) >= 0 with ``split[i]`` (B, n_i) in
         {-1, 0, 1} (beta is only read where split != 0). ``w``: ``magnitudes`` (computed when
-        None); ``relaxes``: cached ``relax`` per layer (filled in). ``cuts``: a ``CutPool``
-        with multipliers ``mu[k]`` (B, K, R_k) >= 0 of its rows (``bab_cuts``). Returns (lb,
+        None); ``relaxes``: cached ``relax`` per layer (filled in). ``cuts``: a ``CutView``
+        of hull rows with multipliers ``mu[k]`` (B, K, M) >= 0 (``bab_cuts``). Returns (lb,
         Pass or None)."""
         B = xl.shape[0]
         if w is None:
