@@ -17,15 +17,14 @@ and the number decided. Results go to ``DIR/bab_cuts.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-from shared_data import vnncomp_dir  # a sibling of this script
+from record import write_record  # siblings of this script
+from shared_data import vnncomp_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -121,12 +120,7 @@ def main(argv=None) -> int:
     if both:
         print(f"| seconds, the {len(both)} both decide | {t_a:.1f} | {t_b:.1f} "
               f"(ratio {t_b / t_a:.2f}) |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bab_cuts.json").write_text(json.dumps(
-        {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-         "machine": platform.platform(), "cpus": os.cpu_count(), "timeout": args.timeout,
-         "instances": rows}, indent=1))
+    write_record(args.out, "bab_cuts", timeout=args.timeout, instances=rows)
     return 0
 
 

@@ -20,15 +20,14 @@ against the triangle LP: seconds, and rows / domains decided. Results go to
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-from shared_data import vnncomp_dir  # a sibling of this script
+from record import write_record  # siblings of this script
+from shared_data import vnncomp_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -147,12 +146,7 @@ def main(argv=None) -> int:
           f"refuted | {st['refuted']} | {sc['refuted']} ({sc['empty']} empty) | - |")
     print(f"| stalled domains: seconds | {st['seconds']:.1f} | {sc['seconds']:.1f} | "
           f"{sc['seconds'] / st['seconds']:.2f} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lp_cuts.json").write_text(json.dumps(
-        {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-         "machine": platform.platform(), "cpus": os.cpu_count(), "rounds": args.rounds,
-         "root": root, "stalled": stalled}, indent=1))
+    write_record(args.out, "lp_cuts", rounds=args.rounds, root=root, stalled=stalled)
     return 0
 
 
