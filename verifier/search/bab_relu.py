@@ -228,13 +228,7 @@ class ReluSplitSearch(CaseSearch):
         view, mu = self._cut_args(sub)
         if view is None:
             return
-        res = optimise(self.cb, self.C, self.d, xl, xu, sub.lo, sub.hi, split=sub.split,
-                       alpha=sub.alpha, beta=sub.beta, iterations=iterations,
-                       lr_alpha=self.opt.lr_alpha, lr_beta=self.opt.lr_beta,
-                       deadline=self.deadline, clock=time.monotonic,
-                       settled=lambda best, idx: (~sub.open[idx]
-                                                  | (self._conj_lb(best) > 0.0)).all(axis=1),
-                       cuts=view, mu=mu, lr_mu=self.opt.lr_mu)
+        res = self._optimise(sub, xl, xu, iterations, view, mu)
         dom.lb[sel] = np.maximum(sub.lb, res.lb)
         for i in self.cb.relu_layers:
             dom.alpha[i][sel] = res.alpha[i]
@@ -276,14 +270,7 @@ class ReluSplitSearch(CaseSearch):
             self._rebound_deep(dom, xl, xu)
         empty = empty_domains(dom.lo, dom.hi)
         view, mu = self._cut_args(dom)
-        res = optimise(cb, self.C, self.d, xl, xu, dom.lo, dom.hi, split=dom.split,
-                       alpha=dom.alpha or None, beta=dom.beta or None,
-                       iterations=iterations if self.optimised else 0,
-                       lr_alpha=self.opt.lr_alpha, lr_beta=self.opt.lr_beta,
-                       deadline=self.deadline, clock=time.monotonic,
-                       settled=lambda best, idx: (~dom.open[idx]
-                                                  | (self._conj_lb(best) > 0.0)).all(axis=1),
-                       cuts=view, mu=mu, lr_mu=self.opt.lr_mu)
+        res = self._optimise(dom, xl, xu, iterations if self.optimised else 0, view, mu)
         dom.lb = np.maximum(dom.lb, res.lb)
         if view is not None:
             dom.cuts.mu = res.mu
@@ -297,6 +284,18 @@ class ReluSplitSearch(CaseSearch):
         self.stats["bound_calls"] = self.stats.get("bound_calls", 0) + 1
         self.stats["domains"] = self.stats.get("domains", 0) + N
         return res.pas, xl, xu
+
+    def _optimise(self, dom: Domains, xl, xu, iterations: int, view, mu):
+        """``bab_crown.optimise`` of the domains' final bound from their alpha and beta (and
+        hull rows ``view`` with multipliers ``mu``, or None), until the deadline; a domain
+        stops iterating once each of its open conjunctions has a row proven > 0."""
+        return optimise(self.cb, self.C, self.d, xl, xu, dom.lo, dom.hi, split=dom.split,
+                        alpha=dom.alpha or None, beta=dom.beta or None, iterations=iterations,
+                        lr_alpha=self.opt.lr_alpha, lr_beta=self.opt.lr_beta,
+                        deadline=self.deadline, clock=time.monotonic,
+                        settled=lambda best, idx: (~dom.open[idx]
+                                                   | (self._conj_lb(best) > 0.0)).all(axis=1),
+                        cuts=view, mu=mu, lr_mu=self.opt.lr_mu)
 
     def _rebound_deep(self, dom: Domains, xl, xu) -> None:
         """Re-bound the layers (IBP, then CROWN of the unstable neurons, with all splits
