@@ -324,9 +324,13 @@ class ChainBounder:
             return lam
         c -= _rowdot(m_i, cuts.h[i])
         if not estimate:
-            mag += _rowdot(m_i, cuts.magnitude(i, np.maximum(hi[i], 0.0),
-                                               self._vmax(i, xl, xu, lo, hi)))
-        return lam + np.matmul(m_i, cuts.P[i])
+            mag += _rowdot(m_i, cuts.magnitude(i, *self._cut_vmax(i, xl, xu, lo, hi)))
+        return cuts.add_p(i, lam, m_i)
+
+    def _cut_vmax(self, i, xl, xu, lo, hi):
+        """(vmax of ``v_i``, vmax of ``v_{i-1}``) over the domains: what a cut row of layer
+        i is measured on (``CutView.magnitude``)."""
+        return np.maximum(hi[i], 0.0), self._vmax(i, xl, xu, lo, hi)
 
     def gradients(self, top, pas: Pass, xl, xu, alpha=None, split=None, want_beta=False,
                   want_top=False, cuts=None, points=None):
@@ -357,7 +361,7 @@ class ChainBounder:
             if points is not None:
                 points[i] = (below, v)
             if cuts is not None and i in cuts.h:
-                gm[i] = (np.matmul(v, cuts.P[i].transpose(0, 2, 1))
+                gm[i] = (cuts.p_value(i, v)
                          + np.matmul(below, cuts.Q[i].transpose(0, 2, 1)) - cuts.h[i][:, None, :])
         out = (ga, gb) if cuts is None else (ga, gb, gm)
         if want_top:
@@ -649,6 +653,8 @@ def optimise(cb: ChainBounder, C, d, xl, xu, lo, hi, split=None, alpha=None, bet
                 mus[k] = np.zeros((B, K, h.shape[1])) if m0 is None else np.maximum(m0, 0.0)
     if w is None:
         w = cb.magnitudes(top, xl, xu, lo, hi)
+    if cuts is not None:  # fixed while alpha, beta and mu move: measured once
+        cuts = cuts.with_magnitudes(lambda k: cb._cut_vmax(k, xl, xu, lo, hi))
     lb, pas = cb.backward(top, A, const, xl, xu, lo, hi, w, al, be or None, split, relaxes,
                           keep=True, cuts=cuts, mu=mus)
     best = lb.copy()

@@ -37,28 +37,58 @@ from .bab_crown import optimise
 
 @dataclass
 class CutView:
-    """The rows in use by a batch of B domains: per ReLU layer k, ``P[k]`` (B, M, n_k) (``p``
-    at its neuron), ``Q[k]`` (B, M, n_{k-1}), ``h[k]`` (B, M); empty slots are zero rows. ``eps``
-    is the rounding factor of a pass that uses them (``MARGIN_FACTOR gamma_N``, N past the
-    longest dot product, the M rows of a slot list included)."""
+    """The rows in use by a batch of B domains: per ReLU layer k, ``nrn[k]``, ``p[k]`` (B, M)
+    (the neuron of ``v_k`` each row bears on and its coefficient), ``Q[k]`` (B, M, n_{k-1}),
+    ``h[k]`` (B, M); empty slots are zero rows. ``eps`` is the rounding factor of a pass that
+    uses them (``MARGIN_FACTOR gamma_N``, N past the longest dot product, the M rows of a slot
+    list included). ``mag``: the rows' magnitudes per layer (B, M) when fixed for the domains'
+    bounds (``with_magnitudes``), else None."""
 
-    P: dict
+    nrn: dict
+    p: dict
     Q: dict
     h: dict
     eps: float
+    mag: dict | None = None
 
     def take(self, idx) -> "CutView":
         """The rows of the batch entries ``idx``."""
-        return CutView({k: a[idx] for k, a in self.P.items()},
-                       {k: a[idx] for k, a in self.Q.items()},
-                       {k: a[idx] for k, a in self.h.items()}, self.eps)
+        def sub(d):
+            return None if d is None else {k: a[idx] for k, a in d.items()}
+        return CutView(sub(self.nrn), sub(self.p), sub(self.Q), sub(self.h), self.eps,
+                       sub(self.mag))
 
     def magnitude(self, k: int, vmax_k: np.ndarray, vmax_below: np.ndarray) -> np.ndarray:
         """(B, M) ``|p| vmax_k[n] + |q| . vmax_{k-1} + |h|``: what a row's terms can reach on
-        domains where ``|v_k| <= vmax_k`` (B, n_k) and ``|v_{k-1}| <= vmax_below``."""
-        return (np.matmul(np.abs(self.P[k]), vmax_k[:, :, None])[..., 0]
+        domains where ``|v_k| <= vmax_k`` (B, n_k) and ``|v_{k-1}| <= vmax_below``; the fixed
+        values when ``mag`` holds them."""
+        if self.mag is not None:
+            return self.mag[k]
+        return (np.abs(self.p[k]) * np.take_along_axis(vmax_k, self.nrn[k], axis=1)
                 + np.matmul(np.abs(self.Q[k]), vmax_below[:, :, None])[..., 0]
                 + np.abs(self.h[k]))
+
+    def with_magnitudes(self, vmax) -> "CutView":
+        """The same rows with their magnitudes fixed: ``vmax(k)`` -> (vmax_k, vmax_{k-1}) of
+        the domains (a pass over those domains, or domains inside them, then skips them)."""
+        mag = {k: self.magnitude(k, *vmax(k)) for k in self.h}
+        return CutView(self.nrn, self.p, self.Q, self.h, self.eps, mag)
+
+    def add_p(self, k: int, lam: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """``lam + mu P_k``: lam (B or 1, K, n_k), mu (B, K, M); row m adds ``mu_m p_m`` at its
+        neuron."""
+        B, K, M = mu.shape
+        n = lam.shape[2]
+        flat = ((np.arange(B)[:, None, None] * K + np.arange(K)[None, :, None]) * n
+                + self.nrn[k][:, None, :])
+        w = mu * self.p[k][:, None, :]
+        return lam + np.bincount(flat.ravel(), w.ravel(), minlength=B * K * n).reshape(B, K, n)
+
+    def p_value(self, k: int, v: np.ndarray) -> np.ndarray:
+        """(B, K, M) ``p v[n]`` of every row at the points ``v`` (B, K, n_k)."""
+        B, K, _ = v.shape
+        ix = np.broadcast_to(self.nrn[k][:, None, :], (B, K, self.nrn[k].shape[1]))
+        return np.take_along_axis(v, ix, axis=2) * self.p[k][:, None, :]
 
 
 class CutPool:
@@ -98,24 +128,22 @@ class CutPool:
 
     def view(self, idx: dict) -> CutView:
         """The rows ``idx[k]`` (B, M) (-1: none) of every layer, gathered for a pass."""
-        P, Q, h = {}, {}, {}
+        nrn, p, Q, h = {}, {}, {}, {}
         for k, ix in idx.items():
             have = ix >= 0
             safe = np.where(have, ix, 0)
-            n_k = self.zl[k].size
             if self.h[k].size == 0:
                 B, M = ix.shape
-                P[k] = np.zeros((B, M, n_k))
+                nrn[k] = np.zeros((B, M), dtype=np.int64)
+                p[k] = np.zeros((B, M))
                 Q[k] = np.zeros((B, M, self.vl[k].size))
                 h[k] = np.zeros((B, M))
                 continue
-            pk = np.where(have, self.p[k][safe], 0.0)
-            P[k] = np.zeros(ix.shape + (n_k,))
-            b, m = np.nonzero(have)
-            P[k][b, m, self.nrn[k][safe[b, m]]] = pk[b, m]
+            nrn[k] = np.where(have, self.nrn[k][safe], 0)
+            p[k] = np.where(have, self.p[k][safe], 0.0)
             Q[k] = np.where(have[:, :, None], self.Q[k][safe], 0.0)
             h[k] = np.where(have, self.h[k][safe], 0.0)
-        return CutView(P, Q, h, self.eps)
+        return CutView(nrn, p, Q, h, self.eps)
 
     def separate(self, k: int, v_below: np.ndarray, v_k: np.ndarray, per_point: int):
         """New rows of layer k that cut the points ``(v_below[m], v_k[m])`` (M, n_{k-1}),
