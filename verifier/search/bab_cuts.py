@@ -178,6 +178,27 @@ class CutPool:
         self.h[k] = np.concatenate([self.h[k], h])
         return pt, start + np.arange(pt.size), viol
 
+    def export(self, slots: "CutSlots") -> tuple["CutSlots", dict]:
+        """The rows ``slots`` uses, for another process's pool over the same root (``load``):
+        (the slots renumbered into them, {layer: (nrn, p, Q, h)})."""
+        idx, rows = {}, {}
+        for k, ix in slots.idx.items():
+            used = np.unique(ix[ix >= 0])
+            new = np.full(self.h[k].size + 1, -1, dtype=np.int64)  # the last entry: empty
+            new[used] = np.arange(used.size)
+            idx[k] = new[np.where(ix >= 0, ix, self.h[k].size)]
+            rows[k] = (self.nrn[k][used], self.p[k][used], self.Q[k][used], self.h[k][used])
+        return CutSlots(idx, {k: m.copy() for k, m in slots.mu.items()}), rows
+
+    def load(self, rows: dict) -> None:
+        """Append rows another pool over the same root exported (``export``), in order: an
+        empty pool then numbers them as the exported slots do."""
+        for k, (nrn, p, Q, h) in rows.items():
+            self.nrn[k] = np.concatenate([self.nrn[k], nrn])
+            self.p[k] = np.concatenate([self.p[k], p])
+            self.Q[k] = np.concatenate([self.Q[k], Q])
+            self.h[k] = np.concatenate([self.h[k], h])
+
     def compact(self, slots: list["CutSlots"]) -> None:
         """Drop the rows no slot refers to, renumbering the slots' indices in place."""
         for k in self.h:

@@ -27,6 +27,7 @@ An undecided search reports it: on a timeout it tells how far the proof got.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -100,6 +101,15 @@ class Domains:
                        None if p0.cuts is None else CutSlots.concat([p.cuts for p in parts]))
 
 
+@dataclass
+class Portion:
+    """Open domains one search gives another process (``ReluSplitSearch.give``), with the
+    hull rows they use (``CutPool.export``; None without cuts)."""
+
+    domains: Domains
+    rows: dict | None
+
+
 class ReluSplitSearch(CaseSearch):
     """ReLU-split search over one case and its open conjunctions. ``run()`` returns "unsat",
     "sat" (``self.ce`` set), "timeout" or "unknown"; ``run(pause_at)`` also "paused", and a
@@ -126,6 +136,51 @@ class ReluSplitSearch(CaseSearch):
         self.pool: CutPool | None = None
         self.pool_limit = options.cut_pool_max
         self.queued = 0
+
+    # -- sharing the open domains with another process -----------------------------------------
+    def give(self, fraction: float = 0.5) -> Portion:
+        """Take ``fraction`` of the queued domains (at least one) off the bottom of the stack,
+        the oldest (the largest subtrees), for another process to go on with (``part``).
+        This search then no longer covers them: its ``refuted`` and a later "unsat" are about
+        the domains it kept."""
+        n = min(self.queued, max(1, int(round(self.queued * fraction))))
+        parts, got = [], 0
+        while got < n:
+            dom = self.stack[0]
+            take = min(n - got, len(dom))
+            if take < len(dom):
+                self.stack[0] = dom.take(np.arange(take, len(dom)))
+                dom = dom.take(np.arange(take))
+            else:
+                self.stack.pop(0)
+            parts.append(dom)
+            got += take
+        self.queued -= got
+        dom = Domains.concat(parts)
+        rows = None
+        if dom.cuts is not None:
+            dom.cuts, rows = self.pool.export(dom.cuts)
+        self.stats["domains_given"] = self.stats.get("domains_given", 0) + got
+        return Portion(dom, rows)
+
+    def part(self, portion: Portion) -> "ReluSplitSearch":
+        """A search of the same pair that goes on with the domains another process gave
+        (``give``) instead of the root; its ``refuted`` counts from 0 (the parts' shares add
+        up)."""
+        new = copy.copy(self)
+        lo, hi, slopes = self.root_bounds(self.cb, self.case, self.opt, self.optimised,
+                                          self.deadline)
+        new.slopes = slopes if self.opt.rebound_slopes else None
+        new.pool = None
+        if portion.rows is not None:
+            new.pool = CutPool(self.cb, self.xl0[0], self.xu0[0], [a[0] for a in lo],
+                               [a[0] for a in hi], self.opt.cut_slots)
+            new.pool.load(portion.rows)
+        new.pool_limit = self.opt.cut_pool_max
+        new.ce, new.stuck, new.refuted = None, False, 0.0
+        new.stack = [portion.domains]
+        new.queued = len(portion.domains)
+        return new
 
     # -- helpers ------------------------------------------------------------------------------
     def _boxes(self, n: int):
