@@ -147,8 +147,10 @@ def test_bad_options_are_bad_input(capsys):
     assert code == 2 and "positive integer" in err
 
 
-@pytest.mark.parametrize("argv, expected", [([], len(os.sched_getaffinity(0))),
-                                            (["--processes", "3"], 3)])
+@pytest.mark.parametrize("argv, expected", [([], (len(os.sched_getaffinity(0)), True)),
+                                            (["--processes", "3"], (3, True)),
+                                            (["--no-work-sharing"],
+                                             (len(os.sched_getaffinity(0)), False))])
 def test_verify_gives_branch_and_bound_the_cores_or_the_processes_asked(capsys, monkeypatch,
                                                                          argv, expected):
     import importlib
@@ -158,7 +160,7 @@ def test_verify_gives_branch_and_bound_the_cores_or_the_processes_asked(capsys, 
     real = verify_module.verify
 
     def spy(*args, options=None, **kw):
-        seen.append(options.bab_options.processes)
+        seen.append((options.bab_options.processes, options.bab_options.share_work))
         return real(*args, options=options, **kw)
     monkeypatch.setattr(verify_module, "verify", spy)
     code, out, _ = run_main(["verify", MODEL, ROBUST] + argv, capsys)

@@ -1,7 +1,7 @@
 """The ``verifier`` command.
 
     verifier verify MODEL.onnx PROP.vnnlib [--timeout S] [--results FILE] [--method M]
-                    [--threads N] [--processes N]
+                    [--threads N] [--processes N] [--no-work-sharing]
     verifier check  MODEL.onnx [PROP.vnnlib] [--samples N]
     verifier bounds MODEL.onnx PROP.vnnlib --method M [--json] [--repeat N]
     verifier run    BENCH_DIR [--timeout-scale F] [--workers N] [--processes N] [--results FILE]
@@ -124,7 +124,8 @@ def cmd_verify(args) -> int:
         # loading counts against the timeout, as in the competition
         timeout = max(0.0, args.timeout - (time.monotonic() - t0))
         bar = Bar()
-        options = VerifyOptions(bab_options=BabOptions(processes=args.processes or _cores()))
+        options = VerifyOptions(bab_options=BabOptions(processes=args.processes or _cores(),
+                                                       share_work=not args.no_work_sharing))
         result = verify(net, spec, timeout=timeout, method=args.method, onnx_path=args.model,
                         options=options, progress=lambda stage, f: bar.show(f, stage))
         bar.close()
@@ -290,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--processes", type=_positive_int, default=None,
                    help="processes for branch and bound's ReLU-split searches when several "
                         "conjunctions are open (default: the usable CPU cores)")
+    v.add_argument("--no-work-sharing", action="store_true",
+                   help="keep each ReLU-split search in the process that started it (an idle "
+                        "process then waits instead of taking open domains from a busy one): "
+                        "the same split trees on every run")
     v.set_defaults(func=cmd_verify)
 
     c = sub.add_parser("check", help="import a model, list its ops, compare with onnxruntime")
