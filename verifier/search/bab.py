@@ -139,7 +139,8 @@ class BabOptions:
     #: most candidate points replayed per check
     max_replay: int = 16
     #: processes for the ReLU-split searches when several (case, conjunction) pairs are open
-    #: (``bab_parallel``: forked workers, each takes the next search); 1 runs them in this one
+    #: (``bab_parallel``: forked workers, each takes the next search, then open domains of the
+    #: others' searches when ``share_work``); 1 runs them in this one
     processes: int = 1
     #: with several processes, a worker with no search left takes open domains from a busy one
     #: (``bab_parallel``): mnist_fc 256x4 prop_0_0.05 on 2 processes (one conjunction takes
