@@ -172,10 +172,7 @@ class CutPool:
         ok = np.isfinite(h) & (viol > VIOLATION * (1.0 + np.abs(h)))
         pt, j, p, Q, h, viol = pt[ok], j[ok], p[ok], Q[ok], h[ok], viol[ok]
         start = self.h[k].size
-        self.nrn[k] = np.concatenate([self.nrn[k], unst[j]])
-        self.p[k] = np.concatenate([self.p[k], p])
-        self.Q[k] = np.concatenate([self.Q[k], Q])
-        self.h[k] = np.concatenate([self.h[k], h])
+        self._append(k, unst[j], p, Q, h)
         return pt, start + np.arange(pt.size), viol
 
     def export(self, slots: "CutSlots") -> tuple["CutSlots", dict]:
@@ -194,10 +191,14 @@ class CutPool:
         """Append rows another pool over the same root exported (``export``), in order: an
         empty pool then numbers them as the exported slots do."""
         for k, (nrn, p, Q, h) in rows.items():
-            self.nrn[k] = np.concatenate([self.nrn[k], nrn])
-            self.p[k] = np.concatenate([self.p[k], p])
-            self.Q[k] = np.concatenate([self.Q[k], Q])
-            self.h[k] = np.concatenate([self.h[k], h])
+            self._append(k, nrn, p, Q, h)
+
+    def _append(self, k: int, nrn, p, Q, h) -> None:
+        """Add rows ``p v_k[nrn] + Q v_{k-1} <= h`` at the end of layer k's."""
+        self.nrn[k] = np.concatenate([self.nrn[k], nrn])
+        self.p[k] = np.concatenate([self.p[k], p])
+        self.Q[k] = np.concatenate([self.Q[k], Q])
+        self.h[k] = np.concatenate([self.h[k], h])
 
     def compact(self, slots: list["CutSlots"]) -> None:
         """Drop the rows no slot refers to, renumbering the slots' indices in place."""

@@ -144,19 +144,9 @@ class ReluSplitSearch(CaseSearch):
         This search then no longer covers them: its ``refuted`` and a later "unsat" are about
         the domains it kept."""
         n = min(self.queued, max(1, int(round(self.queued * fraction))))
-        parts, got = [], 0
-        while got < n:
-            dom = self.stack[0]
-            take = min(n - got, len(dom))
-            if take < len(dom):
-                self.stack[0] = dom.take(np.arange(take, len(dom)))
-                dom = dom.take(np.arange(take))
-            else:
-                self.stack.pop(0)
-            parts.append(dom)
-            got += take
+        dom = _pop(self.stack, n, bottom=True)
+        got = len(dom)
         self.queued -= got
-        dom = Domains.concat(parts)
         rows = None
         if dom.cuts is not None:
             dom.cuts, rows = self.pool.export(dom.cuts)
@@ -173,8 +163,7 @@ class ReluSplitSearch(CaseSearch):
         new.slopes = slopes if self.opt.rebound_slopes else None
         new.pool = None
         if portion.rows is not None:
-            new.pool = CutPool(self.cb, self.xl0[0], self.xu0[0], [a[0] for a in lo],
-                               [a[0] for a in hi], self.opt.cut_slots)
+            new.pool = self._empty_pool(lo, hi)
             new.pool.load(portion.rows)
         new.pool_limit = self.opt.cut_pool_max
         new.ce, new.stuck, new.refuted = None, False, 0.0
@@ -183,6 +172,11 @@ class ReluSplitSearch(CaseSearch):
         return new
 
     # -- helpers ------------------------------------------------------------------------------
+    def _empty_pool(self, lo: list, hi: list) -> CutPool:
+        """A pool of hull rows over the root: its pre-activation bounds ``lo, hi`` (1, n_i)."""
+        return CutPool(self.cb, self.xl0[0], self.xu0[0], [a[0] for a in lo],
+                       [a[0] for a in hi], self.opt.cut_slots)
+
     def _boxes(self, n: int):
         """The case's box repeated for n domains."""
         return np.repeat(self.xl0, n, axis=0), np.repeat(self.xu0, n, axis=0)
@@ -410,8 +404,7 @@ class ReluSplitSearch(CaseSearch):
         K = self.C.shape[0]
         cuts = None
         if self.optimised and opt.cut_slots > 0:
-            self.pool = CutPool(cb, self.xl0[0], self.xu0[0], [a[0] for a in lo],
-                                [a[0] for a in hi], opt.cut_slots)
+            self.pool = self._empty_pool(lo, hi)
             cuts = self.pool.empty_slots(1, K)
         root = Domains(lo, hi, {i: np.zeros((1, lo[i].shape[1])) for i in cb.relu_layers},
                        {}, {}, np.full((1, K), -np.inf), np.ones((1, self.J), dtype=bool),
@@ -563,16 +556,19 @@ class _Found(Exception):
     """A counterexample was confirmed (``ReluSplitSearch.ce``)."""
 
 
-def _pop(stack: list, n: int) -> Domains:
-    """Up to n domains from the top of the stack."""
+def _pop(stack: list, n: int, bottom: bool = False) -> Domains:
+    """Up to n domains from the top of the stack (the newest), or from its bottom."""
     parts = []
     got = 0
+    end = 0 if bottom else -1
     while stack and got < n:
-        dom = stack.pop()
+        dom = stack.pop(end)
         take = min(n - got, len(dom))
         if take < len(dom):
-            stack.append(dom.take(np.arange(len(dom) - take)))
-            dom = dom.take(np.arange(len(dom) - take, len(dom)))
+            keep, out = ((np.arange(take, len(dom)), np.arange(take)) if bottom else
+                         (np.arange(len(dom) - take), np.arange(len(dom) - take, len(dom))))
+            stack.insert(0 if bottom else len(stack), dom.take(keep))
+            dom = dom.take(out)
         parts.append(dom)
         got += take
     return Domains.concat(parts)
