@@ -7,6 +7,7 @@ import pytest
 
 from verifier import kernels as K
 from verifier.bounds.plan import pool_windows
+from verifier.kernels.quantile import turning_points, weighted_quantile
 
 RNG = np.random.default_rng(0)
 
@@ -266,3 +267,46 @@ def test_centre_radius_contains_the_interval_and_never_returns_a_subnormal_radiu
     from fractions import Fraction as F
     for m, rr, a, b in zip(mu, r, lo, hi):
         assert F(m) - F(rr) <= F(a) and F(b) <= F(m) + F(rr)
+
+
+@pytest.mark.parametrize("m", [0, 1, 7, 60, 61, 400, 2000])
+def test_the_weighted_quantile_of_the_breakpoints_is_the_sorted_answer(m):
+    # the smallest tb_k whose weight sum over tb_j <= tb_k reaches need: read off a sort, with
+    # ties (rounded values) and zero weights, need at both ends and beyond the total
+    rng = np.random.default_rng(m)
+    tb = np.round(np.abs(rng.standard_cauchy(m)), 1) + 0.1
+    dl = rng.random(m) * (rng.random(m) < 0.8)
+    order = np.argsort(tb, kind="stable")
+    ts, cum = tb[order], np.cumsum(dl[order])
+    total = dl.sum()
+    for need in [1e-9, 0.1 * total, 0.5 * total, 0.999 * total, total + 1.0]:
+        if need <= 0.0:
+            continue  # the line search asks only for a positive slope's worth
+        got = weighted_quantile(tb.copy(), dl.copy(), m, need)
+        if need > total:
+            assert got == (2.0 * tb.max() + 1.0 if m else 1.0)
+            continue
+        k = np.flatnonzero(cum >= need * (1 - 1e-12))[0]
+        # the first value reaching need, up to the order in which the weights are summed
+        assert ts[k] <= got <= ts[np.flatnonzero(cum >= need * (1 + 1e-12))[0]]
+
+
+def test_turning_points_are_where_the_sorted_slope_turns():
+    # the first sorted point where -need + the increments so far >= 0; the smallest for
+    # need <= 0, the largest when the increments never get there
+    rng = np.random.default_rng(3)
+    points = np.round(rng.normal(size=(40, 300)), 2)
+    incs = rng.random((40, 300)) * (rng.random((40, 300)) < 0.7)
+    total = incs.sum(axis=1)
+    need = total * rng.uniform(-0.2, 1.2, size=40)
+    got = turning_points(points, incs, need)
+    for r in range(40):
+        order = np.argsort(points[r], kind="stable")
+        ts, cum = points[r][order], np.cumsum(incs[r][order])
+        if need[r] <= 0.0:
+            assert got[r] == ts[0]
+        elif total[r] < need[r]:
+            assert got[r] == ts[-1]
+        else:
+            assert ts[np.flatnonzero(cum >= need[r] * (1 - 1e-12))[0]] <= got[r]
+            assert got[r] <= ts[np.flatnonzero(cum >= need[r] * (1 + 1e-12))[0]]

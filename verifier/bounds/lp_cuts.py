@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.quantile import turning_points
 from .lp_program import gamma, inflate
 from .rounding import up
 
@@ -42,9 +43,9 @@ def range_max(f: np.ndarray, w: np.ndarray, lo_z: np.ndarray, hi_z: np.ndarray,
 
     For any multiplier ``lam`` the dual function ``phi(lam) = sum_i max((f_i - lam w_i) xl_i,
     (f_i - lam w_i) xu_i) + max(lam hi_z, lam lo_z)`` is an upper bound (weak duality); it is
-    convex and piecewise linear, and its minimum is found from the sorted breakpoints
-    ``f_i / w_i`` (and 0), where its slope grows by ``|w_i| (xu_i - xl_i)`` (and ``hi_z -
-    lo_z``). ``phi`` at that ``lam`` is then summed with the outward margin ``gamma_n`` times the
+    convex and piecewise linear, and its minimum is the breakpoint (of ``f_i / w_i`` and 0)
+    where its slope, growing by ``|w_i| (xu_i - xl_i)`` (and ``hi_z - lo_z``) at each, turns
+    >= 0 (``kernels.quantile.turning_points``). ``phi`` at that ``lam`` is then summed with the outward margin ``gamma_n`` times the
     magnitudes of its terms and of the rounding of ``f - lam w``."""
     f, w = np.atleast_2d(f), np.atleast_2d(w)
     lo_z, hi_z = np.atleast_1d(lo_z), np.atleast_1d(hi_z)
@@ -57,11 +58,8 @@ def range_max(f: np.ndarray, w: np.ndarray, lo_z: np.ndarray, hi_z: np.ndarray,
     slope0 = lo_z - np.maximum(w * xl, w * xu).sum(axis=1)
     points = np.concatenate([bps, np.zeros((R, 1))], axis=1)
     incs = np.concatenate([steps, (hi_z - lo_z)[:, None]], axis=1)
-    order = np.argsort(points, axis=1, kind="stable")
-    slope = slope0[:, None] + np.cumsum(np.take_along_axis(incs, order, axis=1), axis=1)
-    turn = slope >= 0.0  # the first breakpoint where the slope turns >= 0 (else the last)
-    k = np.where(turn.any(axis=1), np.argmax(turn, axis=1), n)
-    lam = np.take_along_axis(points, order, axis=1)[np.arange(R), k]
+    # the first breakpoint where the slope turns >= 0 (else the last); any lam is valid
+    lam = turning_points(np.ascontiguousarray(points), np.ascontiguousarray(incs), -slope0)
     lam = np.where(np.isfinite(lam), lam, 0.0)
     c = f - lam[:, None] * w
     end = np.maximum(lam * hi_z, lam * lo_z)

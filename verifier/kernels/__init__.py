@@ -10,7 +10,8 @@ Modules: ``activation`` (elementwise relaxations and their backward/forward subs
 ``sshape`` (sound tangent/secant lines of sigmoid, tanh, softplus), ``products`` (box
 concretisation and rounding magnitudes), ``windows`` (Select scatter and MaxPool windows),
 ``adam`` (the projected Adam step of alpha-CROWN), ``interval`` (IBP through a dense layer),
-``parallel`` (large batches split over threads).
+``parallel`` (large batches split over threads), ``quantile`` (where a piecewise-linear
+function of one variable turns: weighted quantiles of its breakpoints).
 """
 from numba import njit
 

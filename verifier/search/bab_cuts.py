@@ -51,10 +51,13 @@ class CutView:
     eps: float
     mag: dict | None = None
 
-    def take(self, idx) -> "CutView":
-        """The rows of the batch entries ``idx``."""
+    def take(self, idx, upto: int | None = None) -> "CutView":
+        """The rows of the batch entries ``idx`` (of the layers ``<= upto`` only, when given:
+        a pass from ``v_upto`` down uses no others)."""
         def sub(d):
-            return None if d is None else {k: a[idx] for k, a in d.items()}
+            if d is None:
+                return None
+            return {k: a[idx] for k, a in d.items() if upto is None or k <= upto}
         return CutView(sub(self.nrn), sub(self.p), sub(self.Q), sub(self.h), self.eps,
                        sub(self.mag))
 

@@ -16,6 +16,8 @@ its magnitude ``sum_j |a| max(|xl|, |xu|)``. Empty arrays (size 0) stand for abs
 import numpy as np
 from numba import njit
 
+from ..kernels.quantile import weighted_quantile
+
 
 @njit(cache=True)
 def relu_step(lam, k_lo, k_up, t_up, zw, bias, unstable, alpha, beta, split):
@@ -248,65 +250,16 @@ def _line_max(p, q, cst, xl, xu, tb, dl):
     for j in range(n):
         pj = p[j]
         qj = q[j]
-        if qj == 0.0:
-            continue
-        if pj > 0.0 or (pj == 0.0 and qj < 0.0):
-            d -= qj * xl[j]  # coefficient > 0 just right of 0: x*_j = xl_j
-        else:
-            d -= qj * xu[j]
-        if pj * qj > 0.0:
-            tb[m] = pj / qj
-            dl[m] = abs(qj) * (xu[j] - xl[j])
-            m += 1
+        # coefficient > 0 just right of 0 (x*_j = xl_j): p > 0, or p = 0 and q < 0
+        right_pos = pj > 0.0 or (pj == 0.0 and qj < 0.0)
+        d -= qj * (xl[j] if right_pos else xu[j])
+        # a breakpoint where p_j / q_j > 0; written always, kept only then
+        tb[m] = pj / qj if qj != 0.0 else 0.0
+        dl[m] = abs(qj) * (xu[j] - xl[j])
+        m += 1 if pj * qj > 0.0 else 0
     if d <= 0.0:
         return 0.0
-    return _weighted_quantile(tb, dl, m, d)
-
-
-@njit(cache=True)
-def _weighted_quantile(tb, dl, m, need):
-    """The smallest ``tb[k]`` (k < m) with ``sum of dl[j] over tb[j] <= tb[k]`` >= ``need``
-    (dl >= 0), or ``2 max(tb) + 1`` when all of dl sums to less (1 when m = 0). Expected O(m):
-    three-way partitions around a median-of-three pivot (tb and dl are reordered in place)."""
-    lo = 0
-    hi = m
-    top = -1.0
-    for k in range(m):
-        top = max(top, tb[k])
-    while hi > lo:
-        a, b, c = tb[lo], tb[(lo + hi) // 2], tb[hi - 1]
-        pivot = max(min(a, b), min(max(a, b), c))
-        # [lo, lt) < pivot, [lt, i) == pivot, (gt, hi) > pivot
-        lt = lo
-        i = lo
-        gt = hi - 1
-        while i <= gt:
-            t = tb[i]
-            if t < pivot:
-                tb[i], tb[lt] = tb[lt], tb[i]
-                dl[i], dl[lt] = dl[lt], dl[i]
-                lt += 1
-                i += 1
-            elif t > pivot:
-                tb[i], tb[gt] = tb[gt], tb[i]
-                dl[i], dl[gt] = dl[gt], dl[i]
-                gt -= 1
-            else:
-                i += 1
-        w_less = 0.0
-        for k in range(lo, lt):
-            w_less += dl[k]
-        if w_less >= need:
-            hi = lt
-            continue
-        w_eq = 0.0
-        for k in range(lt, gt + 1):
-            w_eq += dl[k]
-        if w_less + w_eq >= need:
-            return pivot
-        need -= w_less + w_eq
-        lo = gt + 1
-    return 2.0 * top + 1.0 if m > 0 else 1.0
+    return weighted_quantile(tb, dl, m, d)
 
 
 @njit(cache=True)
@@ -315,22 +268,24 @@ def _optimal(cur, q, cst, xl, xu, inside):
     (cur_j - (t - t0) q_j) x_j`` at ``t = t0`` (``cur``: the coefficients there) over t >= 0:
     the slope to the right is <= 0, and, when ``inside`` (t0 > 0), the slope to the left is
     >= 0. A zero coefficient takes the end its sign takes on that side."""
-    right = cst
-    left = cst
+    s = 0.0
+    zr = 0.0
+    zl = 0.0
+    nz = False
     for j in range(cur.shape[0]):
         c = cur[j]
-        qj = q[j]
-        if c > 0.0:
-            v = qj * xl[j]
-            right -= v
-            left -= v
-        elif c < 0.0:
-            v = qj * xu[j]
-            right -= v
-            left -= v
-        else:
-            right -= qj * (xl[j] if qj < 0.0 else xu[j])
-            left -= qj * (xl[j] if qj > 0.0 else xu[j])
+        s += q[j] * (xl[j] if c > 0.0 else xu[j])
+        nz |= c == 0.0
+    if nz:
+        for j in range(cur.shape[0]):
+            if cur[j] == 0.0:
+                qj = q[j]
+                if qj < 0.0:
+                    zr += qj * (xl[j] - xu[j])
+                elif qj > 0.0:
+                    zl += qj * (xl[j] - xu[j])
+    right = cst - s - zr
+    left = cst - s - zl
     return right <= 0.0 and (not inside or left >= 0.0)
 
 

@@ -139,6 +139,6 @@ def child_estimates(cb, pas, lo, hi, alpha, beta, split, xl, xu, parent, layer, 
                               {j: a[p] for j, a in alpha.items() if j <= i} if alpha else None,
                               {j: b[p] for j, b in beta.items() if j <= i} if beta else None,
                               sp, relaxes, estimate=True,
-                              cuts=None if cuts is None else cuts.take(p),
+                              cuts=None if cuts is None else cuts.take(p, upto=i),
                               mu={j: m[p] for j, m in mu.items() if j <= i} if mu else None)
     return lb
