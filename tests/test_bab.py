@@ -21,7 +21,7 @@ from verifier.search.bab_kernels import _line_max, halfspace_rows
 from verifier.search.bab_input import (InputSplitSearch, _BestFirst, _Stack, _unpack,
                                        mixture_rows)
 from verifier.search.bab_relu import Domains, ReluSplitSearch
-from verifier.search.branching import child_estimates
+from verifier.search.branching import cap_layer_splits, child_estimates
 from verifier.search.replay import Replay
 
 bab_module = importlib.import_module("verifier.search.bab")
@@ -724,3 +724,22 @@ def test_a_fully_split_leaf_is_decided_by_its_certified_lp():
     left = search._lp_refute(dom)
     assert len(left) == 2 and list(left.split[0][:, 0]) == [-1.0, 1.0]
     assert np.all(left.lb[:, 0] <= -0.1 + 1e-9)
+
+
+def test_a_layer_at_its_split_cap_leaves_the_candidates_while_another_layer_can_take_over():
+    # domain 0: 2 splits in layer 1 (the cap), layer 0 has an unstable neuron -> layer 1 out;
+    # domain 1: layer 1 at the cap but layer 0 has nothing unstable -> unchanged (else the
+    # domain would look unsplittable); domain 2: below the cap -> unchanged
+    scores = {0: np.array([[0.5, -1.0], [-1.0, -1.0], [0.1, 0.2]]),
+              1: np.array([[2.0, 3.0, -1.0], [2.0, 3.0, -1.0], [2.0, 3.0, -1.0]])}
+    split = {0: np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 0.0]]),
+             1: np.array([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])}
+    # layer 1 splits per domain: 2, 2, 1 -> with cap 2 domains 0 and 1 are at it
+    before = {i: s.copy() for i, s in scores.items()}
+    cap_layer_splits(scores, split, 2)
+    assert (scores[1][0] == -1.0).all() and (scores[0][0] == before[0][0]).all()
+    assert (scores[1][1] == before[1][1]).all()  # nothing else unstable in domain 1
+    assert (scores[1][2] == before[1][2]).all()  # below the cap
+    again = {i: s.copy() for i, s in before.items()}
+    cap_layer_splits(again, split, 0)  # 0: no cap
+    assert all((again[i] == before[i]).all() for i in before)

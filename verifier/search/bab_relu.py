@@ -41,7 +41,7 @@ from .bab_attack import pgd, region_minimiser
 from .bab_case import CaseSearch
 from .bab_crown import ChainBounder, empty_domains, optimise
 from .bab_cuts import CutPool, CutSlots, refine_intermediate
-from .branching import fsb_choice, relu_scores
+from .branching import cap_layer_splits, fsb_choice, relu_scores
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,7 @@ class ReluSplitSearch(CaseSearch):
         sub_rows = sub.open[:, self.row_conj]
         sub_pas = pas.take(keep)
         scores = relu_scores(self.cb, sub_pas, sub.lo, sub.hi, sub.alpha, sub_rows)
+        cap_layer_splits(scores, sub.split, self.opt.relu_layer_cap)
         sub.choice = _best_scored(scores, len(sub))
         view, mu = self._cut_args(sub)
         if self.opt.branching == "fsb":
