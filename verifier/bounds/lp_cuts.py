@@ -45,8 +45,9 @@ def range_max(f: np.ndarray, w: np.ndarray, lo_z: np.ndarray, hi_z: np.ndarray,
     (f_i - lam w_i) xu_i) + max(lam hi_z, lam lo_z)`` is an upper bound (weak duality); it is
     convex and piecewise linear, and its minimum is the breakpoint (of ``f_i / w_i`` and 0)
     where its slope, growing by ``|w_i| (xu_i - xl_i)`` (and ``hi_z - lo_z``) at each, turns
-    >= 0 (``kernels.quantile.turning_points``). ``phi`` at that ``lam`` is then summed with the outward margin ``gamma_n`` times the
-    magnitudes of its terms and of the rounding of ``f - lam w``."""
+    >= 0 (``kernels.quantile.turning_points``). ``phi`` at that ``lam`` is then summed with the
+    outward margin ``gamma_n`` times the magnitudes of its terms and of the rounding of ``f -
+    lam w``."""
     f, w = np.atleast_2d(f), np.atleast_2d(w)
     lo_z, hi_z = np.atleast_1d(lo_z), np.atleast_1d(hi_z)
     R, n = f.shape

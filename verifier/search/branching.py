@@ -64,10 +64,10 @@ def cap_layer_splits(scores: dict, split: dict, cap: int) -> None:
     tree it keeps choosing the last layer: on mnist_fc 256x4 prop_10_0.05 the open domains held
     37-41 of their 48-49 splits in the last ReLU layer with 52 neurons of the second one still
     unstable (``BabOptions.relu_layer_cap``)."""
-    if cap <= 0:
+    if cap <= 0 or not scores:
         return
     full = {i: (split[i] != 0).sum(axis=1) >= cap for i in scores}
-    free = np.zeros(len(next(iter(full.values()))), dtype=bool) if full else None
+    free = np.zeros(next(iter(scores.values())).shape[0], dtype=bool)
     for i, sc in scores.items():
         free |= (sc >= 0.0).any(axis=1) & ~full[i]
     for i, sc in scores.items():
