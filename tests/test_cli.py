@@ -316,7 +316,10 @@ def test_run_interrupted_by_ctrl_c_resumes_without_redoing_rows(tmp_path):
     (bench / "instances.csv").write_text("\n".join(names) + "\n")
     out_csv = tmp_path / "results.csv"
     cmd = [sys.executable, "-m", "verifier.cli", "run", str(bench), "--results", str(out_csv)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Python keeps SIGINT ignored when it starts with it ignored (a suite launched in the
+    # background by a non-interactive shell): give the run the default disposition
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if out_csv.is_file() and len(out_csv.read_text().splitlines()) >= 3:  # header + 2 rows

@@ -87,6 +87,9 @@ def test_a_second_run_redoes_nothing(tmp_path, monkeypatch):
 
 
 def _run_in_child(bench, out, log_path):
+    # a forked child inherits an ignored SIGINT (a suite launched in the background by a
+    # non-interactive shell): Ctrl-C must reach the run here
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run.solve_instance = fake_solver(log_path, delay=0.05, phase="first", hang_from=4,
                                    runner=os.getpid())
     run_benchmark(bench, out, RunOptions(workers=1, start_method="fork"))
