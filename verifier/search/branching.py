@@ -71,9 +71,7 @@ def cap_layer_splits(scores: dict, split: dict, cap: int) -> None:
     for i, sc in scores.items():
         free |= (sc >= 0.0).any(axis=1) & ~full[i]
     for i, sc in scores.items():
-        m = full[i] & free
-        if m.any():
-            sc[m] = np.where(sc[m] >= 0.0, -1.0, sc[m])
+        sc[full[i] & free] = -1.0  # stable neurons score -1 already
 
 
 def fsb_choice(cb, pas, scores: dict, lo, hi, alpha, beta, split, xl, xu, rows_open,
