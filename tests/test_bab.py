@@ -596,6 +596,10 @@ class _ScriptedSearch:
         self.pair, self.deadline, self.stack, self.ce = (ci, group[0]), deadline, None, None
         self.refuted = 0.0
 
+    @staticmethod
+    def root_bounds(*args):
+        return None
+
     def run(self, pause_at=None):
         self.stack = []
         if self.pair != (0, 0):
@@ -624,7 +628,8 @@ def test_every_open_pair_gets_a_first_slice_of_relu_split(monkeypatch, cases, pr
         pairs, label = [(0, 0), (1, 0)], "0:0"
     res = branch_and_bound(net, spec, pairs, deadline=time.monotonic() + 0.5,
                            replay=Replay(spec, net=net),
-                           options=BabOptions(split="relu", relu_probe_share=probe))
+                           options=BabOptions(split="relu", relu_probe_share=probe,
+                                              stabilise_after=0.0))
     assert res.status == expected
     if expected == "timeout":
         assert res.message.endswith(f"per conjunction: {label} 0.0%")  # the other never ran

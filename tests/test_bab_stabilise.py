@@ -1,0 +1,105 @@
+"""Stabilised root bounds: a neuron is made stable only where no input of the box puts it on the
+other side (sampled points and PGD from many starts never find one), the bounds only tighten,
+forked workers prove what one process proves, and branch and bound that starts again from
+them still agrees with exact MILP."""
+import time
+
+import numpy as np
+import pytest
+
+from verifier.bounds.milp import milp_bounds
+from verifier.search.bab import BabOptions, branch_and_bound
+from verifier.search.bab_attack import pgd
+from verifier.search.bab_chain import ReluChain, as_relu_chain
+from verifier.search.bab_crown import ChainBounder
+from verifier.search.bab_relu import ReluSplitSearch
+from verifier.search.bab_stabilise import nearly_stable, stabilise
+from verifier.search.replay import Replay
+
+from test_bab import mlp, spec_of
+
+
+def _stabilised(seed: int, processes: int):
+    """Root bounds of a random 8-16-16-16-3 network's box before and after ``stabilise``."""
+    net = mlp(seed, 8, [16, 16, 16], 3, scale=1.5)
+    spec = spec_of(-np.ones(8) * 0.4, np.ones(8) * 0.4, [(np.ones((1, 3)), np.zeros(1))], 3)
+    cb = ChainBounder(as_relu_chain(net))
+    opt = BabOptions(stabilise_ratio=0.5, stabilise_seconds=5.0)
+    case = spec.cases[0]
+    lo, hi, slopes = ReluSplitSearch.root_bounds(cb, case, opt, True, time.monotonic() + 60)
+    before = ([a.copy() for a in lo], [a.copy() for a in hi])
+    counts = stabilise(cb, net, case, lo, hi, slopes, opt, time.monotonic() + 60, processes)
+    return cb, case, before, (lo, hi), counts
+
+
+def test_nearly_stable_neurons_come_nearest_first_with_their_side():
+    lo = np.array([-1.0, -0.1, -0.5, 0.2, -3.0, -0.02])
+    hi = np.array([1.0, 2.0, 0.05, 1.0, -1.0, 1.0])
+    pick, below = nearly_stable(lo, hi, 0.25)
+    # 0: 0.5 of its width (too far), 3 and 4 are stable already
+    assert pick.tolist() == [5, 1, 2] and below.tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_stabilised_neuron_is_never_on_the_other_side(seed):
+    cb, case, (lo0, hi0), (lo, hi), counts = _stabilised(seed, 1)
+    chain = cb.chain
+    changed = 0
+    for k in cb.relu_layers:
+        assert np.all(lo[k] >= lo0[k]) and np.all(hi[k] <= hi0[k])  # only tightened
+        made_pos = np.flatnonzero((lo0[k][0] < 0) & (lo[k][0] >= 0))
+        made_neg = np.flatnonzero((hi0[k][0] > 0) & (hi[k][0] <= 0))
+        changed += made_pos.size + made_neg.size
+        if k == 0 or made_pos.size + made_neg.size == 0:
+            continue
+        # the strongest search for a point on the other side: PGD on the cut chain's neuron
+        cut = ReluChain(chain.W[:k + 1], chain.b[:k + 1], chain.relu[:k] + (False,), chain.n0)
+        xl, xu = case.input.lower, case.input.upper
+        starts = xl + (xu - xl) * np.random.default_rng(seed).random((64, xl.size))
+        for n, sign in [(n, 1.0) for n in made_pos] + [(n, -1.0) for n in made_neg]:
+            row = np.zeros((1, chain.widths[k]))
+            row[0, n] = sign  # minimise sign * z: <= 0 would be the other side
+            _, m = pgd(cut, starts, xl, xu, row, np.zeros(1), steps=60)
+            assert m.min() > 0.0, (seed, k, n)
+    assert changed == counts["stabilised"]
+    # sampled points lie inside the tightened bounds of every layer
+    X = case.input.lower + (case.input.upper - case.input.lower) * np.random.default_rng(
+        seed).random((5000, case.input.n))
+    for k, z in enumerate(chain.pre_activations(X)):
+        assert np.all(z >= lo[k]) and np.all(z <= hi[k])
+
+
+def test_some_neurons_are_stabilised_and_workers_prove_the_same():
+    one = [_stabilised(seed, 1) for seed in range(4)]
+    assert sum(r[4]["stabilised"] for r in one) > 0  # the tests above check something
+    for seed, r in enumerate(one):
+        two = _stabilised(seed, 2)
+        assert two[4] == r[4]
+        for a, b in zip(two[3][0] + two[3][1], r[3][0] + r[3][1]):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_searches_started_again_from_stabilised_bounds_agree_with_milp(seed):
+    rng = np.random.default_rng(seed)
+    net = mlp(seed, 6, [10, 10, 10], 3, scale=1.5)
+    lo, hi = -np.ones(6) * 0.5, np.ones(6) * 0.5
+    C = rng.normal(size=(2, 3))
+    exact = milp_bounds(net, lo, hi, C, np.zeros(2), options=None)
+    true_min = exact.stats["argmin_value"][0]
+    gap = 0.05 * (1 + np.abs(true_min))
+    for d, expected in ((true_min - gap, "unsat"), (true_min + gap * [1, -1], "sat")):
+        # two conjunctions (one row each); the first stage ends at once (a counterexample at
+        # its roots aside), so both start again
+        spec = spec_of(lo, hi, [(C[:1], d[:1]), (C[1:], d[1:])], 3)
+        opts = BabOptions(split="relu", relu_batch=8, stabilise_after=1e-4,
+                          stabilise_ratio=0.5)
+        res = branch_and_bound(net, spec, [(0, 0), (0, 1)],
+                               deadline=time.monotonic() + 60.0,
+                               replay=Replay(spec, net=net), options=opts)
+        assert res.status == expected, (seed, d, true_min, res.message)
+        if expected == "unsat":  # not at the root of the first stage: proven after it
+            assert "stabilise_tried" in res.stats and "proven stable" in res.message
+        else:
+            x, _ = res.counterexample
+            assert spec.violated_by(x[None], net(x[None]))[0]

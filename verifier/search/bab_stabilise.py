@@ -1,0 +1,161 @@
+"""Prove nearly stable neurons of the root stable by branch and bound on the chain cut at
+their layer ("bab-refine" of alpha-beta-CROWN with ReLU splits in place of a MILP solver).
+
+The root's pre-activation bounds ``lo_k[n] < 0 < hi_k[n]`` leave a neuron unstable, and every
+domain of every conjunction's search then carries its relaxation, or splits it. Many of them are
+nearly stable: on mnist_fc 256x4 prop_13_0.05, 110 of the last ReLU layer's 124 unstable neurons
+have ``min(-lo, hi) < 0.2 (hi - lo)``. For such a neuron the question "is ``z_k[n] > 0`` on the
+whole input box?" (or ``< 0``, the nearer side) is a verification problem of the chain cut after
+layer k, with one output row: ``ReluSplitSearch`` answers it with the case's root bounds of the
+layers below, within a small time budget. "unsat" (no input with ``z_k[n] <= 0``) proves
+``z_k[n] > 0`` everywhere, and ``lo_k[n] = 0`` is then a valid bound (``hi_k[n] = 0`` on the
+other side): the neuron is stable in every domain of every search that starts from these bounds.
+Any other answer changes nothing. A point found with the neuron on the other side ends its
+search early (it is no counterexample of anything: only a proof that the neuron is unstable).
+
+Layers go first to last: a layer's stabilised neurons tighten the relaxation of the layers above
+(``ChainBounder.intermediate`` re-bounds them by CROWN, intersected with what they had) and the
+searches of the next layer's neurons. With several processes the neurons of a layer are shared
+among forked workers.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from specs.spec import Case, Conjunction
+
+from .bab_chain import ReluChain
+from .bab_crown import ChainBounder
+
+log = logging.getLogger(__name__)
+
+
+def nearly_stable(lo: np.ndarray, hi: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """The unstable neurons (``lo < 0 < hi``, (n,) each) with ``min(-lo, hi) < ratio (hi - lo)``,
+    nearest to stable first, and the side to prove: True where ``hi < -lo`` (prove ``z < 0``),
+    False where ``z > 0`` is nearer."""
+    unstable = np.flatnonzero((lo < 0.0) & (hi > 0.0))
+    near = np.minimum(-lo[unstable], hi[unstable]) / (hi[unstable] - lo[unstable])
+    pick = unstable[near < ratio][np.argsort(near[near < ratio], kind="stable")]
+    return pick, hi[pick] < -lo[pick]
+
+
+class _Unstable:
+    """Replay of a stability search: the chain already found the neuron on the other side at
+    the candidate (its margin is <= 0), which ends the search; nothing is confirmed on a
+    model."""
+
+    def __call__(self, X, case=None):
+        return X[0]
+
+
+def stabilise(cb: ChainBounder, net, case, lo: list, hi: list, slopes: dict, options,
+              deadline: float, processes: int = 1) -> dict:
+    """Tighten the root's bounds ``lo[k], hi[k]`` (1, n_k) in place: every nearly stable
+    neuron (``nearly_stable`` with ``options.stabilise_ratio``) of every ReLU layer k >= 1
+    whose side a ``ReluSplitSearch`` on the chain cut after layer k proves within
+    ``options.stabilise_seconds`` gets ``lo_k[n] = 0`` (``z > 0`` proven) or ``hi_k[n] = 0``;
+    the layers above are then re-bounded. Each layer may use a part of the time left to
+    ``deadline`` in proportion to its candidates among those of the layers left. Returns
+    counts: ``tried``, ``stabilised``."""
+    chain = cb.chain
+    xl, xu = case.input.lower[None, :], case.input.upper[None, :]
+    layers = [k for k in cb.relu_layers if k >= 1]
+    counts = {"tried": 0, "stabilised": 0}
+    sub_opt = replace(options, processes=1, stabilise_after=0.0)
+    for pos, k in enumerate(layers):
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        pick, below = nearly_stable(lo[k][0], hi[k][0], options.stabilise_ratio)
+        if pick.size == 0:
+            continue
+        # the time left in proportion to the candidates of this layer and the ones above
+        ahead = sum(nearly_stable(lo[j][0], hi[j][0], options.stabilise_ratio)[0].size
+                    for j in layers[pos + 1:])
+        stop = now + (deadline - now) * pick.size / (pick.size + ahead)
+        sub = ReluChain(chain.W[:k + 1], chain.b[:k + 1], chain.relu[:k] + (False,), chain.n0)
+        job = _Job(ChainBounder(sub), net, case, [a for a in lo[:k + 1]],
+                   [a for a in hi[:k + 1]], {j: s for j, s in slopes.items() if j < k},
+                   sub_opt, stop)
+        proven = _run_jobs(job, pick, below, processes)
+        counts["tried"] += pick.size
+        counts["stabilised"] += int(proven.sum())
+        lo[k][0, pick[proven & ~below]] = 0.0
+        hi[k][0, pick[proven & below]] = 0.0
+        log.info("stabilise: layer %d, %d of %d nearly stable neurons proven stable in %.1f s",
+                 k, int(proven.sum()), pick.size, time.monotonic() - now)
+        if proven.any() and k + 1 < cb.L - 1:
+            cb.intermediate(xl, xu, lo, hi, start=k + 1, slopes=slopes)
+    return counts
+
+
+class _Job:
+    """One layer's stability searches: the cut chain's bounder, the root bounds of its layers
+    and slopes, and the time they may take (``stop``)."""
+
+    def __init__(self, cb, net, case, lo, hi, slopes, options, stop):
+        self.cb, self.net, self.case = cb, net, case
+        self.lo, self.hi, self.slopes = lo, hi, slopes
+        self.options, self.stop = options, stop
+
+    def prove(self, n: int, below: bool) -> bool:
+        """True when ``z[n] < 0`` (``below``) or ``z[n] > 0`` holds on the whole box."""
+        from .bab_relu import ReluSplitSearch  # noqa: PLC0415 (bab_relu imports this module)
+
+        now = time.monotonic()
+        if now >= self.stop:
+            return False
+        row = np.zeros((1, self.lo[-1].shape[1]))
+        row[0, n] = -1.0 if below else 1.0
+        # the unsafe set row . z <= 0: z >= 0 when proving z < 0, z <= 0 when proving z > 0
+        case = Case(self.case.input, (Conjunction(row, np.zeros(1)),))
+        cache = self.cb.__dict__.setdefault("_root_cache", {})
+        cache.clear()
+        cache[(id(case), True)] = (self.lo, self.hi, self.slopes)
+        search = ReluSplitSearch(self.cb, self.net, case, 0, [0], _Unstable(), self.options,
+                                 min(self.stop, now + self.options.stabilise_seconds), {})
+        return search.run() == "unsat"
+
+
+_JOB: _Job | None = None  # the layer's job, inherited by the forked workers
+
+
+def _prove_one(arg) -> bool:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's
+    n, below = arg
+    return _JOB.prove(int(n), bool(below))
+
+
+def _run_jobs(job: _Job, pick: np.ndarray, below: np.ndarray, processes: int) -> np.ndarray:
+    """(len(pick),) bool: the neurons ``job`` proved stable, on ``processes`` forked workers
+    when more than one (a daemonic process, itself a worker, runs them in turn); a worker
+    that dies or does not answer by the job's deadline leaves its neurons unproven."""
+    global _JOB
+    proven = np.zeros(pick.size, dtype=bool)
+    if processes <= 1 or pick.size < 2 or mp.current_process().daemon:
+        for q, (n, b) in enumerate(zip(pick, below)):
+            proven[q] = job.prove(int(n), bool(b))
+        return proven
+    _JOB = job
+    pool = mp.get_context("fork").Pool(min(processes, pick.size))
+    try:
+        it = pool.imap(_prove_one, list(zip(pick.tolist(), below.tolist())))
+        for q in range(pick.size):
+            wait = max(job.stop - time.monotonic(), 0.0) + job.options.stabilise_seconds + 5.0
+            try:
+                proven[q] = it.next(timeout=wait)
+            except (mp.TimeoutError, StopIteration):
+                log.warning("stabilise: a worker did not answer; its neurons stay unstable")
+                break
+    finally:
+        pool.terminate()
+        pool.join()
+        _JOB = None
+    return proven
