@@ -32,6 +32,7 @@ from specs.spec import Case, Conjunction
 
 from .bab_chain import ReluChain
 from .bab_crown import ChainBounder
+from .bab_relu import ReluSplitSearch
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,6 @@ class _Job:
 
     def prove(self, n: int, below: bool) -> bool:
         """True when ``z[n] < 0`` (``below``) or ``z[n] > 0`` holds on the whole box."""
-        from .bab_relu import ReluSplitSearch  # noqa: PLC0415 (bab_relu imports this module)
-
         now = time.monotonic()
         if now >= self.stop:
             return False
@@ -128,7 +127,6 @@ _JOB: _Job | None = None  # the layer's job, inherited by the forked workers
 
 
 def _prove_one(arg) -> bool:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's
     n, below = arg
     return _JOB.prove(int(n), bool(below))
 
@@ -144,7 +142,9 @@ def _run_jobs(job: _Job, pick: np.ndarray, below: np.ndarray, processes: int) ->
             proven[q] = job.prove(int(n), bool(b))
         return proven
     _JOB = job
-    pool = mp.get_context("fork").Pool(min(processes, pick.size))
+    # Ctrl-C is the parent's: the workers ignore it
+    pool = mp.get_context("fork").Pool(min(processes, pick.size), initializer=signal.signal,
+                                       initargs=(signal.SIGINT, signal.SIG_IGN))
     try:
         it = pool.imap(_prove_one, list(zip(pick.tolist(), below.tolist())))
         for q in range(pick.size):
