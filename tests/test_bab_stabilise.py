@@ -13,7 +13,7 @@ from verifier.search.bab_attack import pgd
 from verifier.search.bab_chain import ReluChain, as_relu_chain
 from verifier.search.bab_crown import ChainBounder
 from verifier.search.bab_relu import ReluSplitSearch
-from verifier.search.bab_stabilise import nearly_stable, stabilise
+from verifier.search.bab_stabilise import TRIAL, _hopeless, nearly_stable, stabilise
 from verifier.search.replay import Replay
 
 from test_bab import mlp, spec_of
@@ -103,3 +103,11 @@ def test_searches_started_again_from_stabilised_bounds_agree_with_milp(seed):
         else:
             x, _ = res.counterexample
             assert spec.violated_by(x[None], net(x[None]))[0]
+
+
+def test_a_layer_whose_nearest_candidates_fail_is_given_up():
+    proven = np.zeros(40, dtype=bool)
+    assert not _hopeless(proven, TRIAL - 1, 0.1)  # too few tried to judge
+    assert _hopeless(proven, TRIAL, 0.1)
+    proven[:2] = True  # 2 of 16 >= 10%: go on; 2 of 21 < 10%: stop
+    assert not _hopeless(proven, TRIAL, 0.1) and _hopeless(proven, 21, 0.1)

@@ -62,7 +62,8 @@ def stabilise(cb: ChainBounder, net, case, lo: list, hi: list, slopes: dict, opt
     neuron (``nearly_stable`` with ``options.stabilise_ratio``) of every ReLU layer k >= 1
     whose side a ``ReluSplitSearch`` on the chain cut after layer k proves within
     ``options.stabilise_seconds`` gets ``lo_k[n] = 0`` (``z > 0`` proven) or ``hi_k[n] = 0``;
-    the layers above are then re-bounded. Each layer may use a part of the time left to
+    the layers above are then re-bounded. A layer's searches stop early once fewer than
+    ``options.stabilise_min_share`` of those tried (16 at least, nearest first) succeeded. Each layer may use a part of the time left to
     ``deadline`` in proportion to its candidates among those of the layers left. Returns
     counts: ``tried``, ``stabilised``."""
     chain = cb.chain
@@ -85,13 +86,14 @@ def stabilise(cb: ChainBounder, net, case, lo: list, hi: list, slopes: dict, opt
         job = _Job(ChainBounder(sub), net, case, [a for a in lo[:k + 1]],
                    [a for a in hi[:k + 1]], {j: s for j, s in slopes.items() if j < k},
                    sub_opt, stop)
-        proven = _run_jobs(job, pick, below, processes)
-        counts["tried"] += pick.size
+        proven, tried = _run_jobs(job, pick, below, processes)
+        counts["tried"] += tried
         counts["stabilised"] += int(proven.sum())
         lo[k][0, pick[proven & ~below]] = 0.0
         hi[k][0, pick[proven & below]] = 0.0
-        log.info("stabilise: layer %d, %d of %d nearly stable neurons proven stable in %.1f s",
-                 k, int(proven.sum()), pick.size, time.monotonic() - now)
+        log.info("stabilise: layer %d, %d of %d nearly stable neurons tried (of %d) proven "
+                 "stable in %.1f s", k, int(proven.sum()), tried, pick.size,
+                 time.monotonic() - now)
         if proven.any() and k + 1 < cb.L - 1:
             cb.intermediate(xl, xu, lo, hi, start=k + 1, slopes=slopes)
     return counts
@@ -125,26 +127,41 @@ class _Job:
 
 _JOB: _Job | None = None  # the layer's job, inherited by the forked workers
 
+#: candidates of a layer tried before its share of proofs may end it
+TRIAL = 16
+
+
+def _hopeless(proven: np.ndarray, tried: int, min_share: float) -> bool:
+    """True when the first ``tried`` (>= ``TRIAL``) candidates, the nearest to stable, hold
+    fewer than ``min_share`` proofs: the farther ones would fare worse."""
+    return tried >= TRIAL and proven[:tried].sum() < min_share * tried
+
 
 def _prove_one(arg) -> bool:
     n, below = arg
     return _JOB.prove(int(n), bool(below))
 
 
-def _run_jobs(job: _Job, pick: np.ndarray, below: np.ndarray, processes: int) -> np.ndarray:
-    """(len(pick),) bool: the neurons ``job`` proved stable, on ``processes`` forked workers
-    when more than one (a daemonic process, itself a worker, runs them in turn); a worker
-    that dies or does not answer by the job's deadline leaves its neurons unproven."""
+def _run_jobs(job: _Job, pick: np.ndarray, below: np.ndarray,
+              processes: int) -> tuple[np.ndarray, int]:
+    """(len(pick),) bool: the neurons ``job`` proved stable, and how many were tried (in
+    order, until ``_hopeless`` or an unanswering worker); on
+    ``processes`` forked workers when more than one (a daemonic process, itself a worker, runs
+    them in turn); a worker that dies or does not answer by the job's deadline leaves its
+    neurons unproven."""
     global _JOB
     proven = np.zeros(pick.size, dtype=bool)
     if processes <= 1 or pick.size < 2 or mp.current_process().daemon:
         for q, (n, b) in enumerate(zip(pick, below)):
             proven[q] = job.prove(int(n), bool(b))
-        return proven
+            if _hopeless(proven, q + 1, job.options.stabilise_min_share):
+                return proven, q + 1
+        return proven, pick.size
     _JOB = job
     # Ctrl-C is the parent's: the workers ignore it
     pool = mp.get_context("fork").Pool(min(processes, pick.size), initializer=signal.signal,
                                        initargs=(signal.SIGINT, signal.SIG_IGN))
+    tried = 0
     try:
         it = pool.imap(_prove_one, list(zip(pick.tolist(), below.tolist())))
         for q in range(pick.size):
@@ -154,8 +171,11 @@ def _run_jobs(job: _Job, pick: np.ndarray, below: np.ndarray, processes: int) ->
             except (mp.TimeoutError, StopIteration):
                 log.warning("stabilise: a worker did not answer; its neurons stay unstable")
                 break
+            tried = q + 1
+            if _hopeless(proven, tried, job.options.stabilise_min_share):
+                break
     finally:
         pool.terminate()
         pool.join()
         _JOB = None
-    return proven
+    return proven, tried
