@@ -223,8 +223,9 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     by_case: dict[int, list[int]] = {}
     for ci, j in open_pairs:
         by_case.setdefault(int(ci), []).append(int(j))
+    optimised = method in ("auto", "alpha-crown")  # alpha and beta ascended
     stabilising = (split == "relu" and opt.stabilise_after > 0.0 and math.isfinite(deadline)
-                   and method in ("auto", "alpha-crown"))
+                   and optimised)
     first_end = t0 + opt.stabilise_after * (deadline - t0) if stabilising else deadline
 
     def relu_search(ci: int, j: int, end: float) -> ReluSplitSearch:
@@ -244,8 +245,7 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
         progress("branch and bound", 0.0)
     if split == "relu":  # made here with the whole time, not the first stage's
         for ci in by_case:
-            ReluSplitSearch.root_bounds(cb, spec.cases[ci], opt, method in ("auto", "alpha-crown"),
-                                        deadline)
+            ReluSplitSearch.root_bounds(cb, spec.cases[ci], opt, optimised, deadline)
     # ReLU split: a first pass gives each search a short slice (a counterexample may sit in any
     # conjunction), then each goes on from where it paused, in order
     slices = split == "relu" and len(searches) > 1 and math.isfinite(deadline)

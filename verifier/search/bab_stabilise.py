@@ -63,9 +63,9 @@ def stabilise(cb: ChainBounder, net, case, lo: list, hi: list, slopes: dict, opt
     whose side a ``ReluSplitSearch`` on the chain cut after layer k proves within
     ``options.stabilise_seconds`` gets ``lo_k[n] = 0`` (``z > 0`` proven) or ``hi_k[n] = 0``;
     the layers above are then re-bounded. A layer's searches stop early once fewer than
-    ``options.stabilise_min_share`` of those tried (16 at least, nearest first) succeeded. Each layer may use a part of the time left to
-    ``deadline`` in proportion to its candidates among those of the layers left. Returns
-    counts: ``tried``, ``stabilised``."""
+    ``options.stabilise_min_share`` of those tried (16 at least, nearest first) succeeded.
+    Each layer may use a part of the time left to ``deadline`` in proportion to its
+    candidates among those of the layers left. Returns counts: ``tried``, ``stabilised``."""
     chain = cb.chain
     xl, xu = case.input.lower[None, :], case.input.upper[None, :]
     layers = [k for k in cb.relu_layers if k >= 1]
@@ -83,16 +83,15 @@ def stabilise(cb: ChainBounder, net, case, lo: list, hi: list, slopes: dict, opt
                     for j in layers[pos + 1:])
         stop = now + (deadline - now) * pick.size / (pick.size + ahead)
         sub = ReluChain(chain.W[:k + 1], chain.b[:k + 1], chain.relu[:k] + (False,), chain.n0)
-        job = _Job(ChainBounder(sub), net, case, [a for a in lo[:k + 1]],
-                   [a for a in hi[:k + 1]], {j: s for j, s in slopes.items() if j < k},
-                   sub_opt, stop)
+        job = _Job(ChainBounder(sub), net, case, lo[:k + 1], hi[:k + 1],
+                   {j: s for j, s in slopes.items() if j < k}, sub_opt, stop)
         proven, tried = _run_jobs(job, pick, below, processes)
         counts["tried"] += tried
         counts["stabilised"] += int(proven.sum())
         lo[k][0, pick[proven & ~below]] = 0.0
         hi[k][0, pick[proven & below]] = 0.0
-        log.info("stabilise: layer %d, %d of %d nearly stable neurons tried (of %d) proven "
-                 "stable in %.1f s", k, int(proven.sum()), tried, pick.size,
+        log.info("stabilise: layer %d, %d of the nearest %d of %d nearly stable neurons "
+                 "proven stable in %.1f s", k, int(proven.sum()), tried, pick.size,
                  time.monotonic() - now)
         if proven.any() and k + 1 < cb.L - 1:
             cb.intermediate(xl, xu, lo, hi, start=k + 1, slopes=slopes)
