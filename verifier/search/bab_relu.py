@@ -490,6 +490,15 @@ class ReluSplitSearch(CaseSearch):
         cache[key] = (lo, hi, slopes)
         return lo, hi, slopes
 
+    @staticmethod
+    def give_root_bounds(cb: ChainBounder, case, optimised: bool, lo, hi, slopes) -> None:
+        """Make ``(lo, hi, slopes)`` the root bounds ``root_bounds`` returns for ``case`` (the
+        only case in ``cb``'s cache then): bounds known valid on its box, e.g. a larger
+        chain's (``bab_stabilise``)."""
+        cache = cb.__dict__.setdefault("_root_cache", {})
+        cache.clear()
+        cache[(id(case), optimised)] = (lo, hi, slopes)
+
     def _unsplittable(self, dom: Domains) -> None:
         """Domains without an unstable neuron: the relaxation is exact up to the split
         multipliers; optimise them longer, and if still open the search cannot finish."""

@@ -116,9 +116,7 @@ class _Job:
         row[0, n] = -1.0 if below else 1.0
         # the unsafe set row . z <= 0: z >= 0 when proving z < 0, z <= 0 when proving z > 0
         case = Case(self.case.input, (Conjunction(row, np.zeros(1)),))
-        cache = self.cb.__dict__.setdefault("_root_cache", {})
-        cache.clear()
-        cache[(id(case), True)] = (self.lo, self.hi, self.slopes)
+        ReluSplitSearch.give_root_bounds(self.cb, case, True, self.lo, self.hi, self.slopes)
         search = ReluSplitSearch(self.cb, self.net, case, 0, [0], _Unstable(), self.options,
                                  min(self.stop, now + self.options.stabilise_seconds), {})
         return search.run() == "unsat"
@@ -137,44 +135,43 @@ def _hopeless(proven: np.ndarray, tried: int, min_share: float) -> bool:
 
 
 def _prove_one(arg) -> bool:
-    n, below = arg
-    return _JOB.prove(int(n), bool(below))
+    return _JOB.prove(*arg)
 
 
 def _run_jobs(job: _Job, pick: np.ndarray, below: np.ndarray,
               processes: int) -> tuple[np.ndarray, int]:
-    """(len(pick),) bool: the neurons ``job`` proved stable, and how many were tried (in
-    order, until ``_hopeless`` or an unanswering worker); on
-    ``processes`` forked workers when more than one (a daemonic process, itself a worker, runs
-    them in turn); a worker that dies or does not answer by the job's deadline leaves its
-    neurons unproven."""
+    """(len(pick),) bool: the neurons ``job`` proved stable, and how many were tried, in order
+    until ``_hopeless``; on ``processes`` forked workers when more than one (a daemonic
+    process, itself a worker, runs them in turn). A worker that dies or does not answer by the
+    job's deadline ends the layer: its neurons stay unproven."""
     global _JOB
     proven = np.zeros(pick.size, dtype=bool)
-    if processes <= 1 or pick.size < 2 or mp.current_process().daemon:
-        for q, (n, b) in enumerate(zip(pick, below)):
-            proven[q] = job.prove(int(n), bool(b))
-            if _hopeless(proven, q + 1, job.options.stabilise_min_share):
-                return proven, q + 1
-        return proven, pick.size
-    _JOB = job
-    # Ctrl-C is the parent's: the workers ignore it
-    pool = mp.get_context("fork").Pool(min(processes, pick.size), initializer=signal.signal,
-                                       initargs=(signal.SIGINT, signal.SIG_IGN))
+    args = list(zip(pick.tolist(), below.tolist()))
+    pool = None
+    if processes > 1 and pick.size > 1 and not mp.current_process().daemon:
+        _JOB = job
+        # Ctrl-C is the parent's: the workers ignore it
+        pool = mp.get_context("fork").Pool(min(processes, pick.size), initializer=signal.signal,
+                                           initargs=(signal.SIGINT, signal.SIG_IGN))
+        results = pool.imap(_prove_one, args)
     tried = 0
     try:
-        it = pool.imap(_prove_one, list(zip(pick.tolist(), below.tolist())))
-        for q in range(pick.size):
-            wait = max(job.stop - time.monotonic(), 0.0) + job.options.stabilise_seconds + 5.0
-            try:
-                proven[q] = it.next(timeout=wait)
-            except (mp.TimeoutError, StopIteration):
-                log.warning("stabilise: a worker did not answer; its neurons stay unstable")
-                break
+        for q, (n, b) in enumerate(args):
+            if pool is None:
+                proven[q] = job.prove(n, b)
+            else:
+                wait = max(job.stop - time.monotonic(), 0.0) + job.options.stabilise_seconds + 5
+                try:
+                    proven[q] = results.next(timeout=wait)
+                except (mp.TimeoutError, StopIteration):
+                    log.warning("stabilise: a worker did not answer; its neurons stay unstable")
+                    break
             tried = q + 1
             if _hopeless(proven, tried, job.options.stabilise_min_share):
                 break
     finally:
-        pool.terminate()
-        pool.join()
-        _JOB = None
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+            _JOB = None
     return proven, tried
