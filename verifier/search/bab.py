@@ -27,13 +27,15 @@ import multiprocessing as mp
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..result import Result
 from .bab_chain import as_relu_chain
 from .bab_crown import ChainBounder
 from .bab_input import InputSplitSearch
-from .bab_parallel import run_parallel
-from .bab_relu import ReluSplitSearch
-from .bab_stabilise import stabilise
+from .bab_parallel import ParallelOutcome, run_parallel
+from .bab_relu import Portion, ReluSplitSearch
+from .bab_stabilise import narrow, stabilise
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +160,10 @@ class BabOptions:
     share_work: bool = True
     #: give up (``unknown``) when more subproblems than this are queued (memory)
     max_domains: int = 2_000_000
-    #: ReLU split: the searches first run for this share of the time; the pairs still open
-    #: then start again from root bounds in which the nearly stable neurons of the layers
-    #: were proven stable (``bab_stabilise``; 0: never). Nearly stable: ``min(-lo, hi) <
+    #: ReLU split: the searches first run for this share of the time; then the nearly stable
+    #: neurons of the root's layers are proven stable (``bab_stabilise``; 0: never) and the
+    #: pairs still open go on with their trees' open domains, narrowed to the new root bounds
+    #: (``bab_stabilise.narrow``), or start again from them. Nearly stable: ``min(-lo, hi) <
     #: stabilise_ratio (hi - lo)``; each neuron's search may take ``stabilise_seconds``, all of
     #: them ``stabilise_share`` of the time left. mnist_fc 256x4 prop_10_0.05, conjunctions
     #: 3 / 5 / 8, 30 s each, one core: open at 100.0% / 99.86% / 100.0% from the plain root,
@@ -252,20 +255,38 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     probe = opt.relu_probe_share * (deadline - t0) if slices else 0.0
     done: list[str | None] = [None] * len(searches)
     started = [False] * len(searches)
-    ce = _run_searches(cb, searches, opt, probe, first_end, replay, stats, done, started, split)
+    ce, trees = _run_searches(cb, searches, opt, probe, first_end, replay, stats, done, started,
+                              split, hand_back=stabilising)
     # the pairs the first stage's end cut short (not those left "unknown": stuck, or lost
     # with a worker that died, as out of memory, which trying again would likely repeat)
     again = [k for k, s in enumerate(done) if s in (None, "timeout")]
     if ce is None and stabilising and again and time.monotonic() < deadline:
-        # second stage: they start again from stabilised root bounds
-        for ci in sorted({searches[k][0] for k in again}):
-            _stabilise_root(cb, net, spec.cases[ci], opt, deadline, stats)
+        # second stage: the root bounds are stabilised; each pair goes on with its first
+        # stage's open domains carried over to them, or starts again from the root when its
+        # tree did not come back whole
+        sign = {ci: _stabilise_root(cb, net, spec.cases[ci], opt, deadline, stats)
+                for ci in sorted({searches[k][0] for k in again})}
+        entries, owner, base = [], [], {}
         for k in again:
             ci, group, _ = searches[k]
-            searches[k] = (ci, group, relu_search(ci, group[0], deadline))
-            done[k], started[k] = None, False
-        ce = _run_searches(cb, [searches[k] for k in again], opt, probe, deadline, replay,
-                           stats, _Slots(done, again), _Slots(started, again), split)
+            fresh = relu_search(ci, group[0], deadline)
+            kept = _carry_over(trees.get(k), fresh, sign[ci])
+            if kept is not None:
+                stats["trees_kept"] = stats.get("trees_kept", 0) + 1
+            base[k], parts = (0.0, [fresh]) if kept is None else kept
+            entries += [(ci, group, x) for x in parts]
+            owner += [k] * len(parts)
+        done2: list[str | None] = [None] * len(entries)
+        ce, _ = _run_searches(cb, entries, opt, probe, deadline, replay, stats, done2,
+                              [False] * len(entries), split)
+        for k in again:
+            got = [done2[e] for e, o in enumerate(owner) if o == k]
+            # no entry left: every open domain was proven empty
+            done[k] = ("unsat" if all(x == "unsat" for x in got) else
+                       "timeout" if any(x in (None, "timeout") for x in got) else "unknown")
+            started[k] = True
+            searches[k][2].refuted = base[k] + sum(entries[e][2].refuted
+                                                  for e, o in enumerate(owner) if o == k)
     if ce is not None:
         return Result("sat", counterexample=(ce.x, ce.y), method="bab",
                       seconds=time.monotonic() - t0, stats=stats,
@@ -298,43 +319,70 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
 
 
 def _run_searches(cb, searches, opt, probe: float, deadline: float, replay, stats: dict,
-                  done, started, split: str):
+                  done, started, split: str, hand_back: bool = False):
     """Run ``searches`` until ``deadline``: on forked workers with ReLU split, several
     searches and ``opt.processes`` > 1 (not from a daemonic process, which may not fork),
     else in turn. Fills ``done`` and ``started``; returns the confirmed counterexample or
-    None."""
+    None, and with ``hand_back`` the trees of the ReLU-split searches that ran out of time:
+    {k: (share of the tree refuted, open domains as a ``Portion`` list)}."""
+    trees: dict = {}
     if (split == "relu" and len(searches) > 1 and opt.processes > 1
             and not mp.current_process().daemon):
-        return _in_parallel(cb, searches, opt, probe, deadline, replay, stats, done, started)
-    return _in_turn(searches, probe, done, started, split)
+        out = _in_parallel(cb, searches, opt, probe, deadline, replay, stats, done, started,
+                           hand_back)
+        if hand_back:
+            # a search whose every part reported (a part lost on the way leaves no status)
+            trees = {k: (out.refuted.get(k, 0.0), out.left.get(k, []))
+                     for k, s in out.status.items() if s == "timeout"}
+        return out.ce, trees
+    ce = _in_turn(searches, probe, done, started, split)
+    if hand_back and split == "relu":
+        for k, (_, _, search) in enumerate(searches):
+            left = search.left() if done[k] in (None, "timeout") else None
+            trees[k] = (search.refuted, [] if left is None else [left])
+    return ce, trees
 
 
-class _Slots:
-    """The entries ``index`` of ``items``, read and written as a list of their own."""
+def _carry_over(tree, fresh, sign: dict):
+    """A first stage's tree ``(share refuted, [Portion])`` carried over to the stabilised root
+    bounds (``bab_stabilise.narrow``, with the root's ``sign``): (share refuted, searches that
+    go on with the domains left, as parts of ``fresh``), or None when there is no tree or its
+    refuted share and open domains do not add up to the whole tree (some part's domains did
+    not come back: they must be searched again from the root)."""
+    if tree is None:
+        return None
+    refuted, portions = tree
+    held = sum(float(np.ldexp(1.0, -p.domains.depth()).sum()) for p in portions)
+    if not abs(refuted + held - 1.0) <= _COVERED:
+        return None
+    lo, hi, _ = ReluSplitSearch.root_bounds(fresh.cb, fresh.case, fresh.opt, True,
+                                            fresh.deadline)
+    parts = []
+    for p in portions:
+        dom, dropped = narrow(p.domains, lo, hi, sign)
+        refuted += dropped
+        if dom is not None:
+            parts.append(fresh.part(Portion(dom, p.rows)))
+    return refuted, parts
 
-    def __init__(self, items: list, index: list[int]):
-        self.items, self.index = items, index
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, k: int):
-        return self.items[self.index[k]]
-
-    def __setitem__(self, k: int, value) -> None:
-        self.items[self.index[k]] = value
+#: how far from 1 the refuted share and the open domains' shares of a tree may add up in
+#: floating point (each is a sum of powers of two) for the tree to count as whole
+_COVERED = 1e-9
 
 
-def _stabilise_root(cb, net, case, opt, deadline: float, stats: dict) -> None:
+def _stabilise_root(cb, net, case, opt, deadline: float, stats: dict) -> dict:
     """Prove nearly stable neurons of ``case``'s root bounds stable (``bab_stabilise``), in
     place in the bounds every later search of the case starts from, in at most
-    ``opt.stabilise_share`` of the time left."""
+    ``opt.stabilise_share`` of the time left; returns the proven signs
+    (``Stabilised.sign``)."""
     lo, hi, slopes = ReluSplitSearch.root_bounds(cb, case, opt, True, deadline)
     now = time.monotonic()
-    counts = stabilise(cb, net, case, lo, hi, slopes, opt,
-                       now + opt.stabilise_share * max(deadline - now, 0.0), opt.processes)
-    for key, v in counts.items():
-        stats[f"stabilise_{key}"] = stats.get(f"stabilise_{key}", 0) + v
+    got = stabilise(cb, net, case, lo, hi, slopes, opt,
+                    now + opt.stabilise_share * max(deadline - now, 0.0), opt.processes)
+    stats["stabilise_tried"] = stats.get("stabilise_tried", 0) + got.tried
+    stats["stabilise_stabilised"] = stats.get("stabilise_stabilised", 0) + got.stabilised
+    return got.sign
 
 
 def _in_turn(searches, probe: float, done: list, started: list, split: str):
@@ -362,14 +410,14 @@ def _in_turn(searches, probe: float, done: list, started: list, split: str):
 
 
 def _in_parallel(cb, searches, opt, probe: float, deadline: float, replay, stats: dict,
-                 done: list, started: list):
+                 done: list, started: list, hand_back: bool) -> ParallelOutcome:
     """The ReLU-split searches on ``opt.processes`` forked workers (``bab_parallel``), after
     their cases' root bounds are made here; fills ``done``, ``started`` and each search's
-    ``refuted`` from the reports, and returns the confirmed counterexample or None."""
+    ``refuted`` from the reports, and returns the workers' ``ParallelOutcome``."""
     for _, _, search in searches:  # made once per case, before the fork
         ReluSplitSearch.root_bounds(cb, search.case, opt, search.optimised, deadline)
     out = run_parallel([x for _, _, x in searches], min(opt.processes, len(searches)), probe,
-                       deadline, replay, stats, share=opt.share_work)
+                       deadline, replay, stats, share=opt.share_work, hand_back=hand_back)
     if out.given:
         stats["portions_given"] = out.given
     for k, (_, _, search) in enumerate(searches):
@@ -377,7 +425,7 @@ def _in_parallel(cb, searches, opt, probe: float, deadline: float, replay, stats
         search.refuted = out.refuted.get(k, search.refuted)
         # a search without a report: its worker died (unknown) or the time ran out
         done[k] = out.status.get(k, "unknown" if out.lost else "timeout")
-    return out.ce
+    return out
 
 
 _BELOW_ONE = math.nextafter(1.0, 0.0)

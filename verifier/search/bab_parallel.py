@@ -18,7 +18,8 @@ over, and the parent counts the parts' reports, so it sees a search as decided o
 many reports as parts came back (a part lost in transit or with a dead worker leaves it open).
 
 Every part a worker ran is reported (status, share of the split tree it refuted; the shares of a
-search's parts add up), then the worker's statistics. A counterexample is confirmed again by
+search's parts add up), then the worker's statistics. With ``hand_back`` a part that ran out of
+time sends its open domains along (a ``Portion``), so that the caller can go on with them. A counterexample is confirmed again by
 the parent's own replay before it is returned, and the other workers are stopped. A worker that
 dies (out of memory, a signal) leaves its searches without an answer, so the pairs can no longer
 be all refuted: the caller never answers ``unsat`` then. An exception inside a worker is raised
@@ -50,13 +51,15 @@ class ParallelOutcome:
     ("unsat" once every part of it is refuted, "sat", "timeout", "unknown"; absent when a part
     never reported), ``refuted[k]`` the share of its split tree refuted, ``ce`` the confirmed
     counterexample (or None), ``lost`` the number of workers that died and ``given`` the
-    portions of domains handed from one worker to another."""
+    portions of domains handed from one worker to another; with ``hand_back``, ``left[k]`` the
+    open domains (``Portion`` list) of the parts of search k that ran out of time."""
 
     status: dict = field(default_factory=dict)
     refuted: dict = field(default_factory=dict)
     ce: object = None
     lost: int = 0
     given: int = 0
+    left: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -73,10 +76,11 @@ class _Shared:
 
 
 def run_parallel(searches: list, processes: int, probe: float, deadline: float, replay,
-                 stats: dict, share: bool = True) -> ParallelOutcome:
+                 stats: dict, share: bool = True, hand_back: bool = False) -> ParallelOutcome:
     """Run ``searches`` (``ReluSplitSearch`` objects sharing ``stats``, root bounds made) on
     ``processes`` forked workers as the module says; ``probe``: seconds of each search's first
-    slice (0: none); ``share``: idle workers take domains from busy ones. The workers'
+    slice (0: none); ``share``: idle workers take domains from busy ones; ``hand_back``: parts
+    that run out of time send their open domains (``ParallelOutcome.left``). The workers'
     statistics are added into ``stats``."""
     ctx = mp.get_context("fork")
     counter = ctx.Value("i", 0)
@@ -85,7 +89,8 @@ def run_parallel(searches: list, processes: int, probe: float, deadline: float, 
     sh = _Shared(ctx.Value("i", 0), ctx.Array("i", [1] * n), ctx.Value("i", 0), ctx.Queue())
     before = dict(stats)
     procs = [ctx.Process(target=_worker,
-                         args=(w, searches, counter, reports, probe, deadline, sh, share),
+                         args=(w, searches, counter, reports, probe, deadline, sh, share,
+                               hand_back),
                          daemon=True) for w in range(processes)]
     for p in procs:
         p.start()
@@ -112,8 +117,10 @@ def run_parallel(searches: list, processes: int, probe: float, deadline: float, 
                 continue
             kind = msg[0]
             if kind == "search":
-                _, k, status, share_done, ce = msg
+                _, k, status, share_done, ce, left = msg
                 out.refuted[k] = out.refuted.get(k, 0.0) + share_done
+                if left is not None:
+                    out.left.setdefault(k, []).append(left)
                 if status == "sat":
                     # the worker confirmed it; confirm it here too, on the parent's model
                     ce = replay(ce.x[None, :], case=ce.case)
@@ -157,7 +164,7 @@ def _decided(k: int, parts: dict, sh: _Shared) -> bool:
 
 
 def _worker(w: int, searches: list, counter, reports, probe: float, deadline: float,
-            sh: _Shared, share: bool) -> None:
+            sh: _Shared, share: bool, hand_back: bool) -> None:
     """Take searches from ``counter`` and run them, then take domains other workers give
     (module docstring); report to ``reports``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
@@ -170,7 +177,7 @@ def _worker(w: int, searches: list, counter, reports, probe: float, deadline: fl
             k = _next(counter, len(searches))
             if k is None:
                 break
-            if not _step(k, searches[k], reports, probe, deadline, mine):
+            if not _step(k, searches[k], reports, probe, deadline, mine, hand_back):
                 return
         while True:
             if not mine:
@@ -197,7 +204,7 @@ def _worker(w: int, searches: list, counter, reports, probe: float, deadline: fl
                 given += _give(mine, sh)
                 continue
             mine.pop(0)
-            if not _report(k, search, status, reports):
+            if not _report(k, search, status, reports, hand_back):
                 return
     except Exception as exc:  # re-raised in the parent: an error is never an answer
         reports.put(("error", w, f"{type(exc).__name__}: {exc}"))
@@ -213,7 +220,8 @@ def _next(counter, n: int) -> int | None:
     return k if k < n else None
 
 
-def _step(k: int, search, reports, probe: float, deadline: float, paused: list) -> bool:
+def _step(k: int, search, reports, probe: float, deadline: float, paused: list,
+          hand_back: bool) -> bool:
     """Run a slice of ``probe`` seconds of search k, kept in ``paused`` if it paused; report
     it unless it paused. False when it found a counterexample (the worker stops)."""
     if time.monotonic() >= deadline:
@@ -223,13 +231,16 @@ def _step(k: int, search, reports, probe: float, deadline: float, paused: list) 
         if status == "paused":
             paused.append((k, search))
             return True
-    return _report(k, search, status, reports)
+    return _report(k, search, status, reports, hand_back)
 
 
-def _report(k: int, search, status: str, reports) -> bool:
-    """Report a part of search k that ended; False for a counterexample (the worker stops)."""
+def _report(k: int, search, status: str, reports, hand_back: bool) -> bool:
+    """Report a part of search k that ended, with its open domains when it ran out of time and
+    ``hand_back`` (``ReluSplitSearch.left``); False for a counterexample (the worker stops)."""
     log.info("branch and bound (relu split) search %d: %s", k, status)
-    reports.put(("search", k, status, search.refuted, search.ce if status == "sat" else None))
+    left = search.left() if hand_back and status == "timeout" else None
+    reports.put(("search", k, status, search.refuted, search.ce if status == "sat" else None,
+                 left))
     return status != "sat"
 
 

@@ -138,11 +138,11 @@ class ReluSplitSearch(CaseSearch):
         self.queued = 0
 
     # -- sharing the open domains with another process -----------------------------------------
-    def give(self, fraction: float = 0.5) -> Portion:
+    def give(self, fraction: float = 0.5, count: bool = True) -> Portion:
         """Take ``fraction`` of the queued domains (at least one) off the bottom of the stack,
         the oldest (the largest subtrees), for another process to go on with (``part``).
         This search then no longer covers them: its ``refuted`` and a later "unsat" are about
-        the domains it kept."""
+        the domains it kept. ``count``: add them to ``stats["domains_given"]``."""
         n = min(self.queued, max(1, int(round(self.queued * fraction))))
         dom = _pop(self.stack, n, bottom=True)
         got = len(dom)
@@ -150,8 +150,17 @@ class ReluSplitSearch(CaseSearch):
         rows = None
         if dom.cuts is not None:
             dom.cuts, rows = self.pool.export(dom.cuts)
-        self.stats["domains_given"] = self.stats.get("domains_given", 0) + got
+        if count:
+            self.stats["domains_given"] = self.stats.get("domains_given", 0) + got
         return Portion(dom, rows)
+
+    def left(self) -> Portion | None:
+        """All its open domains (``give`` of the whole queue, not counted as given), to go on
+        with later (``part``); None when it has none to go on with: the root was never bounded,
+        or a domain that could not be split left the queue (``stuck``)."""
+        if self.stack is None or self.stuck or self.queued == 0:
+            return None
+        return self.give(1.0, count=False)
 
     def part(self, portion: Portion) -> "ReluSplitSearch":
         """A search of the same pair that goes on with the domains another process gave

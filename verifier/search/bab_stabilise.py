@@ -24,15 +24,15 @@ import logging
 import multiprocessing as mp
 import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from specs.spec import Case, Conjunction
 
 from .bab_chain import ReluChain
-from .bab_crown import ChainBounder
-from .bab_relu import ReluSplitSearch
+from .bab_crown import ChainBounder, empty_domains
+from .bab_relu import Domains, ReluSplitSearch
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,19 @@ class _Unstable:
         return X[0]
 
 
+@dataclass
+class Stabilised:
+    """What ``stabilise`` did: ``tried`` and ``stabilised`` neurons, and ``sign[k]`` (n_k,) of
+    each layer k it tried: +1 where ``z_k > 0`` was proven on the whole box, -1 where
+    ``z_k < 0`` was, 0 elsewhere (both strict: the search's bound was > 0)."""
+
+    tried: int
+    stabilised: int
+    sign: dict
+
+
 def stabilise(cb: ChainBounder, net, case, lo: list, hi: list, slopes: dict, options,
-              deadline: float, processes: int = 1) -> dict:
+              deadline: float, processes: int = 1) -> Stabilised:
     """Tighten the root's bounds ``lo[k], hi[k]`` (1, n_k) in place: every nearly stable
     neuron (``nearly_stable`` with ``options.stabilise_ratio``) of every ReLU layer k >= 1
     whose side a ``ReluSplitSearch`` on the chain cut after layer k proves within
@@ -65,11 +76,11 @@ def stabilise(cb: ChainBounder, net, case, lo: list, hi: list, slopes: dict, opt
     the layers above are then re-bounded. A layer's searches stop early once fewer than
     ``options.stabilise_min_share`` of those tried (16 at least, nearest first) succeeded.
     Each layer may use a part of the time left to ``deadline`` in proportion to its
-    candidates among those of the layers left. Returns counts: ``tried``, ``stabilised``."""
+    candidates among those of the layers left."""
     chain = cb.chain
     xl, xu = case.input.lower[None, :], case.input.upper[None, :]
     layers = [k for k in cb.relu_layers if k >= 1]
-    counts = {"tried": 0, "stabilised": 0}
+    out = Stabilised(0, 0, {})
     sub_opt = replace(options, processes=1, stabilise_after=0.0)
     for pos, k in enumerate(layers):
         now = time.monotonic()
@@ -86,16 +97,62 @@ def stabilise(cb: ChainBounder, net, case, lo: list, hi: list, slopes: dict, opt
         job = _Job(ChainBounder(sub), net, case, lo[:k + 1], hi[:k + 1],
                    {j: s for j, s in slopes.items() if j < k}, sub_opt, stop)
         proven, tried = _run_jobs(job, pick, below, processes)
-        counts["tried"] += tried
-        counts["stabilised"] += int(proven.sum())
+        out.tried += tried
+        out.stabilised += int(proven.sum())
         lo[k][0, pick[proven & ~below]] = 0.0
         hi[k][0, pick[proven & below]] = 0.0
+        out.sign[k] = np.zeros(lo[k].shape[1], dtype=np.int8)
+        out.sign[k][pick[proven]] = np.where(below[proven], -1, 1)
         log.info("stabilise: layer %d, %d of the nearest %d of %d nearly stable neurons "
                  "proven stable in %.1f s", k, int(proven.sum()), tried, pick.size,
                  time.monotonic() - now)
         if proven.any() and k + 1 < cb.L - 1:
             cb.intermediate(xl, xu, lo, hi, start=k + 1, slopes=slopes)
-    return counts
+    return out
+
+
+def narrow(dom: Domains, lo: list, hi: list, sign: dict) -> tuple[Domains | None, float]:
+    """Open domains of a search begun before the root was stabilised, carried over to the
+    stabilised root bounds ``lo, hi`` (1, n_i) and signs (``Stabilised.sign``).
+
+    A domain lies in the root's box, so both its bounds and the root's hold on it: they are
+    intersected. A domain holds no point when some ``lo > hi``, or when it is split against a
+    proven sign (``z <= 0`` where ``z > 0`` was proven, or ``z >= 0`` where ``z < 0`` was): it
+    is dropped. A domain whose next split (``choice``) is a neuron now stable gets the unstable
+    one of largest ``-lo hi / (hi - lo)`` instead (none left: -1). Returns the domains kept
+    (None if none) and the share of the split tree dropped, ``sum 2^-depth``."""
+    for i in range(len(dom.lo)):
+        dom.lo[i] = np.maximum(dom.lo[i], lo[i])
+        dom.hi[i] = np.minimum(dom.hi[i], hi[i])
+    gone = empty_domains(dom.lo, dom.hi)
+    for i, s in sign.items():
+        gone |= (dom.split[i] * s[None, :] < 0).any(axis=1)
+    dropped = float(np.ldexp(1.0, -dom.depth()[gone]).sum())
+    keep = np.flatnonzero(~gone)
+    if keep.size == 0:
+        return None, dropped
+    dom = dom.take(keep)
+    for q in range(len(dom)):
+        i, n = dom.choice[q]
+        if i < 0 or not dom.lo[i][q, n] < 0.0 < dom.hi[i][q, n]:
+            dom.choice[q] = _widest(dom, q)
+    return dom, dropped
+
+
+def _widest(dom: Domains, q: int) -> tuple[int, int]:
+    """(layer, neuron) of domain q's unsplit unstable neuron of largest ``-lo hi / (hi - lo)``
+    (the height of its triangle relaxation), or (-1, -1) when none is left."""
+    best, choice = 0.0, (-1, -1)
+    for i, s in dom.split.items():
+        lo, hi = dom.lo[i][q], dom.hi[i][q]
+        free = np.flatnonzero((lo < 0.0) & (hi > 0.0) & (s[q] == 0))
+        if free.size == 0:
+            continue
+        h = -lo[free] * hi[free] / (hi[free] - lo[free])
+        j = int(np.argmax(h))
+        if h[j] > best:
+            best, choice = float(h[j]), (i, int(free[j]))
+    return choice
 
 
 class _Job:
