@@ -167,10 +167,12 @@ class BabOptions:
     #: stabilise_ratio (hi - lo)``; each neuron's search may take ``stabilise_seconds``, all of
     #: them ``stabilise_share`` of the time left. mnist_fc 256x4 prop_10_0.05, conjunctions
     #: 3 / 5 / 8, 30 s each, one core: open at 100.0% / 99.86% / 100.0% from the plain root,
-    #: unsat in 0.7 / 1.3 / 2.1 s after 29 of 78 neurons were proven stable (1 s each)
+    #: unsat in 0.7 / 1.3 / 2.1 s after 29 of 78 neurons were proven stable (1 s each). With
+    #: the trees kept, 2 processes, 120 s: unsat in 68.9 s with 0.5 s per neuron (19 proven),
+    #: 39.9 s with 1 s (29 proven); 256x4 prop_13_0.05 65.7 / 52.6 s
     stabilise_after: float = 0.15
     stabilise_ratio: float = 0.25
-    stabilise_seconds: float = 0.5
+    stabilise_seconds: float = 1.0
     stabilise_share: float = 0.3
     #: a layer's stabilising stops once fewer than this share of its nearest candidates (16
     #: at least) were proven: on 256x6 prop_1_0.05 (sat) 2 of 726 were, in 30% of the time

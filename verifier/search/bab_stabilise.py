@@ -17,6 +17,10 @@ Layers go first to last: a layer's stabilised neurons tighten the relaxation of 
 (``ChainBounder.intermediate`` re-bounds them by CROWN, intersected with what they had) and the
 searches of the next layer's neurons. With several processes the neurons of a layer are shared
 among forked workers.
+
+Searches begun before the stabilising go on with their open domains (``narrow``): a domain's
+bounds are intersected with the stabilised root's, and a domain split against a proven side
+holds no point (the proof is strict: no input puts the neuron on that side) and is dropped.
 """
 from __future__ import annotations
 
