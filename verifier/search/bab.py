@@ -263,32 +263,8 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     # with a worker that died, as out of memory, which trying again would likely repeat)
     again = [k for k, s in enumerate(done) if s in (None, "timeout")]
     if ce is None and stabilising and again and time.monotonic() < deadline:
-        # second stage: the root bounds are stabilised; each pair goes on with its first
-        # stage's open domains carried over to them, or starts again from the root when its
-        # tree did not come back whole
-        sign = {ci: _stabilise_root(cb, net, spec.cases[ci], opt, deadline, stats)
-                for ci in sorted({searches[k][0] for k in again})}
-        entries, owner, base = [], [], {}
-        for k in again:
-            ci, group, _ = searches[k]
-            fresh = relu_search(ci, group[0], deadline)
-            kept = _carry_over(trees.get(k), fresh, sign[ci])
-            if kept is not None:
-                stats["trees_kept"] = stats.get("trees_kept", 0) + 1
-            base[k], parts = (0.0, [fresh]) if kept is None else kept
-            entries += [(ci, group, x) for x in parts]
-            owner += [k] * len(parts)
-        done2: list[str | None] = [None] * len(entries)
-        ce, _ = _run_searches(cb, entries, opt, probe, deadline, replay, stats, done2,
-                              [False] * len(entries), split)
-        for k in again:
-            got = [done2[e] for e, o in enumerate(owner) if o == k]
-            # no entry left: every open domain was proven empty
-            done[k] = ("unsat" if all(x == "unsat" for x in got) else
-                       "timeout" if any(x in (None, "timeout") for x in got) else "unknown")
-            started[k] = True
-            searches[k][2].refuted = base[k] + sum(entries[e][2].refuted
-                                                  for e, o in enumerate(owner) if o == k)
+        ce = _second_stage(cb, net, spec, searches, again, trees, relu_search, opt, probe,
+                           deadline, replay, stats, done, started)
     if ce is not None:
         return Result("sat", counterexample=(ce.x, ce.y), method="bab",
                       seconds=time.monotonic() - t0, stats=stats,
@@ -318,6 +294,41 @@ def branch_and_bound(net, spec, open_pairs, *, deadline, replay, method="auto", 
     return Result(status, method="bab", seconds=seconds, stats=stats,
                   message=f"relu split: {status}{stable}; split tree refuted per conjunction: "
                           f"{', '.join(notes)}")
+
+
+def _second_stage(cb, net, spec, searches: list, again: list[int], trees: dict, relu_search,
+                  opt, probe: float, deadline: float, replay, stats: dict, done: list,
+                  started: list):
+    """The ReLU-split searches ``again`` (indices into ``searches``) after the first stage:
+    their cases' root bounds are stabilised, and each pair goes on with its first stage's open
+    domains carried over to them (``_carry_over`` of ``trees[k]``), or starts again from the
+    root (``relu_search(ci, j, deadline)``) when its tree did not come back whole. Updates
+    ``done``, ``started`` and the searches' ``refuted``; returns the confirmed counterexample
+    or None."""
+    sign = {ci: _stabilise_root(cb, net, spec.cases[ci], opt, deadline, stats)
+            for ci in sorted({searches[k][0] for k in again})}
+    entries, owner, base = [], [], {}
+    for k in again:
+        ci, group, _ = searches[k]
+        fresh = relu_search(ci, group[0], deadline)
+        kept = _carry_over(trees.get(k), fresh, sign[ci])
+        if kept is not None:
+            stats["trees_kept"] = stats.get("trees_kept", 0) + 1
+        base[k], parts = (0.0, [fresh]) if kept is None else kept
+        entries += [(ci, group, x) for x in parts]
+        owner += [k] * len(parts)
+    status: list[str | None] = [None] * len(entries)
+    ce, _ = _run_searches(cb, entries, opt, probe, deadline, replay, stats, status,
+                          [False] * len(entries), "relu")
+    for k in again:
+        mine = [e for e, o in enumerate(owner) if o == k]
+        got = [status[e] for e in mine]
+        # no entry left: every open domain was proven empty
+        done[k] = ("unsat" if all(x == "unsat" for x in got) else
+                   "timeout" if any(x in (None, "timeout") for x in got) else "unknown")
+        started[k] = True
+        searches[k][2].refuted = base[k] + sum(entries[e][2].refuted for e in mine)
+    return ce
 
 
 def _run_searches(cb, searches, opt, probe: float, deadline: float, replay, stats: dict,

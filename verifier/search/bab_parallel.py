@@ -18,12 +18,12 @@ over, and the parent counts the parts' reports, so it sees a search as decided o
 many reports as parts came back (a part lost in transit or with a dead worker leaves it open).
 
 Every part a worker ran is reported (status, share of the split tree it refuted; the shares of a
-search's parts add up), then the worker's statistics. With ``hand_back`` a part that ran out of
-time sends its open domains along (a ``Portion``), so that the caller can go on with them. A counterexample is confirmed again by
-the parent's own replay before it is returned, and the other workers are stopped. A worker that
-dies (out of memory, a signal) leaves its searches without an answer, so the pairs can no longer
-be all refuted: the caller never answers ``unsat`` then. An exception inside a worker is raised
-again in the parent.
+search's parts add up), then the worker's statistics; with ``hand_back`` a part that ran out of
+time sends its open domains along (a ``Portion``), for the caller to go on with them. A
+counterexample is confirmed again by the parent's own replay before it is returned, and the
+other workers are stopped. A worker that dies (out of memory, a signal) leaves its searches
+without an answer, so the pairs can no longer be all refuted: the caller never answers
+``unsat`` then. An exception inside a worker is raised again in the parent.
 """
 from __future__ import annotations
 
