@@ -1,7 +1,8 @@
 """Stabilised root bounds: a neuron is made stable only where no input of the box puts it on the
 other side (sampled points and PGD from many starts never find one), the bounds only tighten,
-forked workers prove what one process proves, and branch and bound that starts again from
-them still agrees with exact MILP."""
+forked workers prove what one process proves, domains that hold no point are dropped when trees
+go on from them, and branch and bound that goes on from them (with its first stage's trees, or
+from the root) still agrees with exact MILP."""
 import functools
 import time
 
@@ -97,7 +98,7 @@ def test_searches_started_again_from_stabilised_bounds_agree_with_milp(seed):
     gap = 0.05 * (1 + np.abs(true_min))
     for d, expected in ((true_min - gap, "unsat"), (true_min + gap * [1, -1], "sat")):
         # two conjunctions (one row each); the first stage ends at once (a counterexample at
-        # its roots aside), so both start again
+        # its roots aside), so both go on from the stabilised bounds
         spec = spec_of(lo, hi, [(C[:1], d[:1]), (C[1:], d[1:])], 3)
         opts = BabOptions(split="relu", relu_batch=8, stabilise_after=1e-4,
                           stabilise_ratio=0.5)
