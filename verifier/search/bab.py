@@ -349,7 +349,7 @@ def _run_searches(cb, searches, opt, probe: float, deadline: float, replay, stat
                      for k, s in out.status.items() if s == "timeout"}
         return out.ce, trees
     ce = _in_turn(searches, probe, done, started, split)
-    if hand_back and split == "relu":
+    if hand_back:  # (only ReLU-split searches are stabilised)
         for k, (_, _, search) in enumerate(searches):
             left = search.left() if done[k] in (None, "timeout") else None
             trees[k] = (search.refuted, [] if left is None else [left])

@@ -136,10 +136,11 @@ def narrow(dom: Domains, lo: list, hi: list, sign: dict) -> tuple[Domains | None
     if keep.size == 0:
         return None, dropped
     dom = dom.take(keep)
-    for q in range(len(dom)):
-        i, n = dom.choice[q]
-        if i < 0 or not dom.lo[i][q, n] < 0.0 < dom.hi[i][q, n]:
-            dom.choice[q] = _widest(dom, q)
+    for i in dom.split:  # (a domain without a choice has no unstable neuron: nor has it now)
+        q = np.flatnonzero(dom.choice[:, 0] == i)
+        n = dom.choice[q, 1]
+        for r in q[(dom.lo[i][q, n] >= 0.0) | (dom.hi[i][q, n] <= 0.0)]:
+            dom.choice[r] = _widest(dom, r)
     return dom, dropped
 
 
