@@ -307,7 +307,7 @@ def _second_stage(cb, net, spec, searches: list, again: list[int], trees: dict, 
     or None."""
     sign = {ci: _stabilise_root(cb, net, spec.cases[ci], opt, deadline, stats)
             for ci in sorted({searches[k][0] for k in again})}
-    entries, owner, base = [], [], {}
+    entries, mine, base = [], {}, {}  # mine[k]: the entries of pair k
     for k in again:
         ci, group, _ = searches[k]
         fresh = relu_search(ci, group[0], deadline)
@@ -315,19 +315,18 @@ def _second_stage(cb, net, spec, searches: list, again: list[int], trees: dict, 
         if kept is not None:
             stats["trees_kept"] = stats.get("trees_kept", 0) + 1
         base[k], parts = (0.0, [fresh]) if kept is None else kept
+        mine[k] = range(len(entries), len(entries) + len(parts))
         entries += [(ci, group, x) for x in parts]
-        owner += [k] * len(parts)
     status: list[str | None] = [None] * len(entries)
     ce, _ = _run_searches(cb, entries, opt, probe, deadline, replay, stats, status,
                           [False] * len(entries), "relu")
     for k in again:
-        mine = [e for e, o in enumerate(owner) if o == k]
-        got = [status[e] for e in mine]
+        got = [status[e] for e in mine[k]]
         # no entry left: every open domain was proven empty
         done[k] = ("unsat" if all(x == "unsat" for x in got) else
                    "timeout" if any(x in (None, "timeout") for x in got) else "unknown")
         started[k] = True
-        searches[k][2].refuted = base[k] + sum(entries[e][2].refuted for e in mine)
+        searches[k][2].refuted = base[k] + sum(entries[e][2].refuted for e in mine[k])
     return ce
 
 
